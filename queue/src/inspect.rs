@@ -1,0 +1,115 @@
+//! Read-only views of a spool for operators (`verdant queue list|show`).
+//!
+//! Inspection never writes: it may run beside a live server, whose segments
+//! it reads as they are (a tail being written looks torn and is skipped).
+
+use std::io;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::spool::scan::{self, ScanOptions, ScannedMessage};
+use crate::{Outcome, QueueId};
+
+/// One live message, as `verdant queue list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageInfo {
+    /// Queue id.
+    pub id: String,
+    /// Envelope sender; empty for the null sender.
+    pub sender: String,
+    /// Envelope recipients (those still pending).
+    pub recipients: Vec<String>,
+    /// Size of the raw message in bytes.
+    pub size: u64,
+    /// When it was received (RFC 3339, UTC).
+    pub received_at: String,
+    /// Its Message-ID header, if any.
+    pub message_id: Option<String>,
+    /// `queued`, or `deferred` with the next attempt.
+    pub state: String,
+}
+
+/// Lists the spool's live messages (without a final outcome), oldest first.
+pub fn list(dir: &Path) -> io::Result<Vec<MessageInfo>> {
+    let names = scan::list_segments(dir)?;
+    let s = scan::scan(dir, &names, ScanOptions { message_ids: true })?;
+    let mut msgs: Vec<&ScannedMessage> = s
+        .messages
+        .values()
+        .filter(|m| !m.outcome.as_ref().is_some_and(Outcome::is_final))
+        .collect();
+    msgs.sort_by_key(|m| m.id);
+    Ok(msgs.into_iter().map(info).collect())
+}
+
+/// Finds one message (live or not, as long as its segment exists) and reads
+/// its raw content.
+pub fn show(dir: &Path, id: QueueId) -> io::Result<Option<(MessageInfo, Vec<u8>)>> {
+    let names = scan::list_segments(dir)?;
+    let s = scan::scan(dir, &names, ScanOptions { message_ids: true })?;
+    let Some(m) = s.messages.get(&id) else {
+        return Ok(None);
+    };
+    let body = scan::read_body(dir, m)?;
+    Ok(Some((info(m), body)))
+}
+
+fn info(m: &ScannedMessage) -> MessageInfo {
+    let (state, recipients) = match &m.outcome {
+        None => ("queued".to_string(), m.envelope.recipients.clone()),
+        Some(Outcome::Deferred { until, attempt, pending }) => (
+            format!("deferred (attempt {attempt}, next {})", rfc3339(*until)),
+            pending
+                .iter()
+                .filter_map(|&i| m.envelope.recipients.get(i as usize).cloned())
+                .collect(),
+        ),
+        Some(Outcome::Delivered) => ("delivered".into(), m.envelope.recipients.clone()),
+        Some(Outcome::Bounced) => ("bounced".into(), m.envelope.recipients.clone()),
+        Some(Outcome::Removed) => ("removed".into(), m.envelope.recipients.clone()),
+    };
+    MessageInfo {
+        id: m.id.to_string(),
+        sender: m.envelope.sender.clone(),
+        recipients,
+        size: m.body_len,
+        received_at: rfc3339(m.envelope.received_at),
+        message_id: m.message_id.clone(),
+        state,
+    }
+}
+
+/// Formats microseconds since the epoch as RFC 3339 UTC, seconds precision.
+pub fn rfc3339(micros: u64) -> String {
+    let secs = micros / 1_000_000;
+    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
+    let t = secs % 86_400;
+    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z", t / 3600, t / 60 % 60, t % 60)
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar (H. Hinnant's `civil_from_days`).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_796_322_705_000_000), "2026-12-03T18:31:45Z");
+    }
+}

@@ -1,0 +1,71 @@
+//! Verdant's queue: the message and envelope types, their compact binary
+//! encoding, the [`Queue`] boundary, and the embedded durable [`Spool`].
+//!
+//! The receiver hands every accepted message to a [`Queue`] and answers the
+//! client's end of data with 250 only once [`Queue::enqueue`] resolved: a
+//! queue backend must not resolve before the message survives a crash (an
+//! fsync for the spool, a publisher confirm for the broker backend). The
+//! delivery engine consumes from the same boundary; receiver and engine never
+//! meet anywhere else.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use verdant_queue::{Envelope, Queue, Spool, SpoolOptions};
+//! let (spool, recovered) = Spool::open(SpoolOptions {
+//!     dir: "./var/spool".into(),
+//!     worker: 0,
+//!     workers: 1,
+//!     commit_window: std::time::Duration::ZERO,
+//!     segment_size: 64 << 20,
+//! })?;
+//! println!("{} messages recovered", recovered.len());
+//! let id = spool.next_id();
+//! let env = Envelope { sender: "a@example.com".into(), recipients: vec!["b@example.net".into()], ..Default::default() };
+//! spool.enqueue(id, &env, b"Subject: hi\r\n\r\nhello\r\n").await?; // durable now
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod codec;
+mod envelope;
+mod id;
+pub mod inspect;
+pub mod spool;
+
+use std::future::Future;
+
+pub use codec::Record;
+pub use envelope::{Envelope, Outcome};
+pub use id::{IdGenerator, ParseQueueIdError, QueueId};
+pub use spool::{Spool, SpoolOptions};
+
+/// Where accepted messages go: the boundary between receiver and engine.
+///
+/// Implementations live on one worker's runtime (no `Send` needed) and are
+/// called on the hot path: `next_id` must not block or do I/O, and
+/// `enqueue` must not hold the worker's event loop while it waits.
+pub trait Queue {
+    /// A fresh queue id for a message about to be received (it goes into
+    /// the `Received:` header before the message is complete).
+    fn next_id(&self) -> QueueId;
+
+    /// Makes the message durable. Resolves `Ok` only once the message would
+    /// survive a crash of the process or the machine; an `Err` means it was
+    /// not accepted and the client must be told to retry (451 4.3.0).
+    fn enqueue(&self, id: QueueId, envelope: &Envelope, message: &[u8]) -> impl Future<Output = Result<(), QueueError>>;
+}
+
+/// Why the queue could not take a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// Writing or syncing the storage failed.
+    #[error("queue storage failed: {0}")]
+    Storage(std::io::ErrorKind),
+}
+
+/// Microseconds since the Unix epoch.
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
