@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::spool::scan::{self, ScanOptions, ScannedMessage};
+use crate::time::rfc3339;
 use crate::{Outcome, QueueId};
 
 /// One live message, as `verdant queue list` shows it.
@@ -77,39 +78,5 @@ fn info(m: &ScannedMessage) -> MessageInfo {
         received_at: rfc3339(m.envelope.received_at),
         message_id: m.message_id.clone(),
         state,
-    }
-}
-
-/// Formats microseconds since the epoch as RFC 3339 UTC, seconds precision.
-pub fn rfc3339(micros: u64) -> String {
-    let secs = micros / 1_000_000;
-    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
-    let t = secs % 86_400;
-    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z", t / 3600, t / 60 % 60, t % 60)
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
-/// calendar (H. Hinnant's `civil_from_days`).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400_000_000), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_796_322_705_000_000), "2026-12-03T18:31:45Z");
     }
 }

@@ -31,6 +31,7 @@ mod envelope;
 mod id;
 pub mod inspect;
 pub mod spool;
+pub mod time;
 
 use std::future::Future;
 

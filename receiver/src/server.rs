@@ -1,0 +1,180 @@
+//! The I/O loop: accepts connections on one worker and runs a [`Session`]
+//! for each, on the worker's monoio runtime.
+//!
+//! Reads and writes carry timeouts through monoio's cancelable I/O: on
+//! expiry the operation is cancelled and awaited, so no io_uring operation
+//! is left in flight with a buffer it still owns.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller};
+use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use verdant_queue::Queue;
+
+use crate::limiter::{ConnLimiter, Refused};
+use crate::policy::SessionConfig;
+use crate::session::{Event, Session};
+
+/// Bytes requested per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Everything the sessions of one worker share.
+pub struct Receiver<Q> {
+    /// Session settings.
+    pub config: Rc<SessionConfig>,
+    /// Longest wait for a command line (RFC 5321 §4.5.3.2.7 suggests 5 min).
+    pub command_timeout: Duration,
+    /// Longest wait for the next piece of message content (§4.5.3.2.6).
+    pub data_timeout: Duration,
+    /// Where accepted messages go.
+    pub queue: Q,
+    /// Server-wide connection admission.
+    pub limiter: Arc<ConnLimiter>,
+}
+
+/// Binds a listener with `SO_REUSEPORT`, so each worker can have its own
+/// and the kernel spreads connections over them.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind_with_config(addr, &ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096))
+}
+
+/// Accepts connections forever, one task per connection.
+pub async fn serve<Q: Queue + 'static>(listener: TcpListener, rx: Rc<Receiver<Q>>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                monoio::spawn(handle(stream, peer, rx.clone()));
+            }
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                eprintln!("verdant: accept failed: {e}");
+                monoio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle<Q: Queue>(mut stream: TcpStream, peer: SocketAddr, rx: Rc<Receiver<Q>>) {
+    let _permit = match rx.limiter.admit(peer.ip()) {
+        Ok(p) => p,
+        Err(why) => {
+            let msg = match why {
+                Refused::Total => format!("421 4.7.0 {} Error: too many connections\r\n", rx.config.hostname),
+                Refused::PerIp => format!(
+                    "421 4.7.0 {} Error: too many connections from your address\r\n",
+                    rx.config.hostname
+                ),
+            };
+            let _ = write_all(&mut stream, msg.into_bytes(), Duration::from_secs(5)).await;
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let mut session = Session::new(rx.config.clone(), peer.ip());
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut start = 0;
+    loop {
+        let close = loop {
+            let (n, event) = session.feed(&buf[start..]);
+            start += n;
+            match event {
+                Event::NeedMore => break false,
+                Event::Close => break true,
+                Event::Message => {
+                    let id = rx.queue.next_id();
+                    let (envelope, message) = session.message(id);
+                    let result = rx.queue.enqueue(id, envelope, message).await;
+                    session.queued(id, result);
+                }
+            }
+        };
+        if !session.output().is_empty() {
+            let out = std::mem::take(session.output());
+            let (res, mut out) = write_all(&mut stream, out, rx.command_timeout).await;
+            out.clear();
+            *session.output() = out;
+            if res.is_err() {
+                return;
+            }
+        }
+        if close {
+            let _ = stream.shutdown().await;
+            return;
+        }
+        // Only an incomplete command line (< 512 octets) is left over.
+        buf.drain(..start);
+        start = 0;
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let timeout = if session.in_content() {
+            rx.data_timeout
+        } else {
+            rx.command_timeout
+        };
+        let (res, b) = read(&mut stream, buf, timeout).await;
+        buf = b;
+        match res {
+            Ok(Some(0)) | Err(_) => return,
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                session.timeout();
+                let out = std::mem::take(session.output());
+                let _ = write_all(&mut stream, out, Duration::from_secs(5)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Reads into the spare capacity of `buf`. `Ok(None)` when `timeout` passed
+/// first; the read is then cancelled and its completion awaited.
+async fn read(stream: &mut TcpStream, buf: Vec<u8>, timeout: Duration) -> (io::Result<Option<usize>>, Vec<u8>) {
+    let canceller = Canceller::new();
+    let mut op = std::pin::pin!(stream.cancelable_read(buf, canceller.handle()));
+    monoio::select! {
+        (r, buf) = &mut op => (r.map(Some), buf),
+        _ = monoio::time::sleep(timeout) => {
+            canceller.cancel();
+            let (r, buf) = op.await;
+            match r {
+                // Data arrived just as the timer fired: use it.
+                Ok(n) => (Ok(Some(n)), buf),
+                Err(_) => (Ok(None), buf),
+            }
+        }
+    }
+}
+
+/// Writes all of `data` within `timeout`.
+async fn write_all(stream: &mut TcpStream, data: Vec<u8>, timeout: Duration) -> (io::Result<()>, Vec<u8>) {
+    let canceller = Canceller::new();
+    let handle = canceller.handle();
+    let mut op = std::pin::pin!(async move {
+        let mut data = data;
+        let mut done = 0;
+        while done < data.len() {
+            let slice = monoio::buf::IoBuf::slice(data, done..);
+            let (r, slice) = stream.cancelable_write(slice, handle.clone()).await;
+            data = slice.into_inner();
+            match r {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), data),
+                Ok(n) => done += n,
+                Err(e) => return (Err(e), data),
+            }
+        }
+        (Ok(()), data)
+    });
+    monoio::select! {
+        r = &mut op => r,
+        _ = monoio::time::sleep(timeout) => {
+            canceller.cancel();
+            let (_, data) = op.await;
+            (Err(io::ErrorKind::TimedOut.into()), data)
+        }
+    }
+}

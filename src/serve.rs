@@ -1,0 +1,157 @@
+//! `verdant serve`: one thread per worker, each with its own monoio runtime
+//! (io_uring, or epoll where io_uring is unavailable or
+//! `MONOIO_FORCE_LEGACY_DRIVER=1`), its own SO_REUSEPORT listeners and its
+//! own part of the spool.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use anyhow::{Context, anyhow};
+use verdant_queue::{Spool, SpoolOptions};
+use verdant_receiver::{ConnLimiter, Receiver, SessionConfig};
+
+use crate::config::Settings;
+
+/// Starts the workers and runs until one of them fails.
+pub fn run(settings: Settings) -> anyhow::Result<()> {
+    // A failed spool write must come back as an error (and a 451), never
+    // kill the process, even when it is a file-size limit (SIGXFSZ).
+    // SAFETY: setting a signal disposition to SIG_IGN at start-up, before
+    // any thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    let workers = settings.server.workers;
+    let limiter = ConnLimiter::new(settings.smtp.max_connections, settings.smtp.max_connections_per_ip);
+    let session = SessionConfig {
+        hostname: settings.server.hostname.clone(),
+        max_message_size: settings.smtp.max_message_size,
+        max_recipients: settings.smtp.max_recipients,
+        max_errors: settings.smtp.max_errors,
+        client_networks: settings.smtp.client_networks.clone(),
+    };
+    let cores = core_ids();
+    // Each worker reports once: Ok when it listens, or its start-up error.
+    let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
+    let mut handles = Vec::new();
+    for worker in 0..workers {
+        let settings = settings.clone();
+        let session = session.clone();
+        let limiter = limiter.clone();
+        let ready = ready_tx.clone();
+        let core = if settings.server.pin_workers && !cores.is_empty() {
+            Some(cores[worker % cores.len()])
+        } else {
+            None
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("verdant-w{worker}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    if let Err(e) = monoio::utils::bind_to_cpu_set([core]) {
+                        eprintln!("verdant: worker {worker}: cannot pin to core {core}: {e:?}");
+                    }
+                }
+                worker_main(worker, workers, settings, session, limiter, ready)
+            })
+            .context("spawning a worker thread")?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..workers {
+        let msg = ready_rx.recv().map_err(|_| anyhow!("a worker exited during start-up"))??;
+        eprintln!("verdant: {msg}");
+    }
+    eprintln!(
+        "verdant: accepting mail on {} with {workers} worker(s), spool {}",
+        settings.server.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        settings.spool.dir.display()
+    );
+    for h in handles {
+        h.join().map_err(|_| anyhow!("a worker panicked"))?;
+    }
+    Ok(())
+}
+
+fn worker_main(
+    worker: usize,
+    workers: usize,
+    settings: Settings,
+    session: SessionConfig,
+    limiter: Arc<ConnLimiter>,
+    ready: mpsc::Sender<anyhow::Result<String>>,
+) {
+    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .build();
+    let mut rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(anyhow!("worker {worker}: cannot build its runtime: {e}")));
+            return;
+        }
+    };
+    let driver = match &rt {
+        monoio::FusionRuntime::Uring(_) => "io_uring",
+        monoio::FusionRuntime::Legacy(_) => "epoll",
+    };
+    rt.block_on(async move {
+        let opened = Spool::open(SpoolOptions {
+            dir: settings.spool.dir.clone(),
+            worker: worker as u16,
+            workers: workers as u16,
+            commit_window: settings.spool.commit_window,
+            segment_size: settings.spool.segment_size,
+        });
+        let (spool, recovered) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = ready.send(Err(anyhow!("worker {worker}: opening the spool in {}: {e}", settings.spool.dir.display())));
+                return;
+            }
+        };
+        let mut listeners = Vec::new();
+        for addr in &settings.server.listen {
+            match verdant_receiver::bind(*addr) {
+                Ok(l) => listeners.push(l),
+                Err(e) => {
+                    let _ = ready.send(Err(anyhow!("worker {worker}: cannot listen on {addr}: {e}")));
+                    return;
+                }
+            }
+        }
+        let rx = Rc::new(Receiver {
+            config: Rc::new(session),
+            command_timeout: settings.smtp.command_timeout,
+            data_timeout: settings.smtp.data_timeout,
+            queue: spool,
+            limiter,
+        });
+        let _ = ready.send(Ok(format!(
+            "worker {worker}: driver {driver}, {} message(s) recovered from the spool",
+            recovered.len()
+        )));
+        // Until the delivery engine exists, recovered messages stay in the
+        // spool; they are live and listed by `verdant queue list`.
+        let mut tasks = Vec::new();
+        for l in listeners {
+            tasks.push(monoio::spawn(verdant_receiver::serve(l, rx.clone())));
+        }
+        for t in tasks {
+            t.await;
+        }
+    });
+}
+
+/// The cores this process may run on, for pinning.
+fn core_ids() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills a cpu_set_t we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}
