@@ -82,7 +82,11 @@ enum QueueCommand {
 }
 
 impl ConfigArgs {
-    fn settings(&self, listen: Vec<SocketAddr>, workers: Option<usize>) -> anyhow::Result<config::Settings> {
+    fn settings(
+        &self,
+        listen: Vec<SocketAddr>,
+        workers: Option<usize>,
+    ) -> anyhow::Result<config::Settings> {
         let mut settings = config::load(self.config.as_deref())?;
         settings.apply(&config::Overrides {
             listen,
@@ -100,7 +104,9 @@ fn main() {
             .config
             .settings(args.listen, args.workers)
             .and_then(serve::run),
-        Command::Config(ConfigCommand::Check(args)) => args.settings(Vec::new(), None).map(|s| print!("{}", s.to_toml())),
+        Command::Config(ConfigCommand::Check(args)) => args
+            .settings(Vec::new(), None)
+            .map(|s| print!("{}", s.to_toml())),
         Command::Queue(QueueCommand::List { config, json }) => config
             .settings(Vec::new(), None)
             .and_then(|s| queue_cmd::list(&s.spool.dir, json)),

@@ -8,7 +8,8 @@ use verdant_queue::{QueueId, inspect};
 
 /// `verdant queue list [--json]`.
 pub fn list(dir: &Path, json: bool) -> anyhow::Result<()> {
-    let msgs = inspect::list(dir).with_context(|| format!("reading the spool in {}", dir.display()))?;
+    let msgs =
+        inspect::list(dir).with_context(|| format!("reading the spool in {}", dir.display()))?;
     let mut out = std::io::stdout().lock();
     if json {
         for m in &msgs {
@@ -21,7 +22,11 @@ pub fn list(dir: &Path, json: bool) -> anyhow::Result<()> {
         writeln!(out, "queue is empty")?;
         return Ok(());
     }
-    writeln!(out, "{:<20} {:>9} {:<20} {:<10} {}", "ID", "SIZE", "RECEIVED", "STATE", "SENDER -> RECIPIENTS")?;
+    writeln!(
+        out,
+        "{:<20} {:>9} {:<20} {:<10} SENDER -> RECIPIENTS",
+        "ID", "SIZE", "RECEIVED", "STATE"
+    )?;
     for m in &msgs {
         let sender = if m.sender.is_empty() { "<>" } else { &m.sender };
         writeln!(
@@ -41,7 +46,8 @@ pub fn list(dir: &Path, json: bool) -> anyhow::Result<()> {
 /// `verdant queue show ID`.
 pub fn show(dir: &Path, id: &str) -> anyhow::Result<()> {
     let id: QueueId = id.parse()?;
-    let Some((info, body)) = inspect::show(dir, id).with_context(|| format!("reading the spool in {}", dir.display()))?
+    let Some((info, body)) = inspect::show(dir, id)
+        .with_context(|| format!("reading the spool in {}", dir.display()))?
     else {
         bail!("no message {id} in {}", dir.display());
     };

@@ -23,7 +23,10 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let workers = settings.server.workers;
-    let limiter = ConnLimiter::new(settings.smtp.max_connections, settings.smtp.max_connections_per_ip);
+    let limiter = ConnLimiter::new(
+        settings.smtp.max_connections,
+        settings.smtp.max_connections_per_ip,
+    );
     let session = SessionConfig {
         hostname: settings.server.hostname.clone(),
         max_message_size: settings.smtp.max_message_size,
@@ -48,10 +51,10 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         let handle = std::thread::Builder::new()
             .name(format!("verdant-w{worker}"))
             .spawn(move || {
-                if let Some(core) = core {
-                    if let Err(e) = monoio::utils::bind_to_cpu_set([core]) {
-                        eprintln!("verdant: worker {worker}: cannot pin to core {core}: {e:?}");
-                    }
+                if let Some(core) = core
+                    && let Err(e) = monoio::utils::bind_to_cpu_set([core])
+                {
+                    eprintln!("verdant: worker {worker}: cannot pin to core {core}: {e:?}");
                 }
                 worker_main(worker, workers, settings, session, limiter, ready)
             })
@@ -60,12 +63,20 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     }
     drop(ready_tx);
     for _ in 0..workers {
-        let msg = ready_rx.recv().map_err(|_| anyhow!("a worker exited during start-up"))??;
+        let msg = ready_rx
+            .recv()
+            .map_err(|_| anyhow!("a worker exited during start-up"))??;
         eprintln!("verdant: {msg}");
     }
     eprintln!(
         "verdant: accepting mail on {} with {workers} worker(s), spool {}",
-        settings.server.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        settings
+            .server
+            .listen
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         settings.spool.dir.display()
     );
     for h in handles {
@@ -88,7 +99,9 @@ fn worker_main(
     let mut rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
-            let _ = ready.send(Err(anyhow!("worker {worker}: cannot build its runtime: {e}")));
+            let _ = ready.send(Err(anyhow!(
+                "worker {worker}: cannot build its runtime: {e}"
+            )));
             return;
         }
     };
@@ -107,7 +120,10 @@ fn worker_main(
         let (spool, recovered) = match opened {
             Ok(x) => x,
             Err(e) => {
-                let _ = ready.send(Err(anyhow!("worker {worker}: opening the spool in {}: {e}", settings.spool.dir.display())));
+                let _ = ready.send(Err(anyhow!(
+                    "worker {worker}: opening the spool in {}: {e}",
+                    settings.spool.dir.display()
+                )));
                 return;
             }
         };
@@ -116,7 +132,9 @@ fn worker_main(
             match verdant_receiver::bind(*addr) {
                 Ok(l) => listeners.push(l),
                 Err(e) => {
-                    let _ = ready.send(Err(anyhow!("worker {worker}: cannot listen on {addr}: {e}")));
+                    let _ = ready.send(Err(anyhow!(
+                        "worker {worker}: cannot listen on {addr}: {e}"
+                    )));
                     return;
                 }
             }
@@ -152,6 +170,8 @@ fn core_ids() -> Vec<usize> {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return Vec::new();
         }
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
     }
 }

@@ -56,7 +56,11 @@ fn every_acknowledged_message_survives_kill_9_exactly_once() {
             }));
         }
         // Let the load run, then kill the server in the middle of it.
-        assert!(common::wait_until(Duration::from_secs(20), || acked.lock().unwrap().len() >= 300));
+        assert!(common::wait_until(Duration::from_secs(20), || acked
+            .lock()
+            .unwrap()
+            .len()
+            >= 300));
         server.kill();
         stop.store(true, Ordering::Relaxed);
         for c in clients {
@@ -76,10 +80,17 @@ fn every_acknowledged_message_survives_kill_9_exactly_once() {
         let listed = queue_list(&spool);
         let mut seen: HashMap<String, usize> = HashMap::new();
         for m in &listed {
-            *seen.entry(m["id"].as_str().unwrap().to_string()).or_default() += 1;
+            *seen
+                .entry(m["id"].as_str().unwrap().to_string())
+                .or_default() += 1;
         }
         for (id, (client, n)) in &acked {
-            assert_eq!(seen.get(id), Some(&1), "{driver:?}: acknowledged {id} listed {:?} times", seen.get(id));
+            assert_eq!(
+                seen.get(id),
+                Some(&1),
+                "{driver:?}: acknowledged {id} listed {:?} times",
+                seen.get(id)
+            );
             let qid: QueueId = id.parse().unwrap();
             let body = scan::read_body(&spool, &s.messages[&qid]).unwrap();
             let want = content(*client, *n);
@@ -89,7 +100,10 @@ fn every_acknowledged_message_survives_kill_9_exactly_once() {
                 String::from_utf8_lossy(&body)
             );
             let env = &s.messages[&qid].envelope;
-            assert_eq!((env.sender.as_str(), env.recipients.as_slice()), ("s@example.com", &["r@example.net".to_string()][..]));
+            assert_eq!(
+                (env.sender.as_str(), env.recipients.as_slice()),
+                ("s@example.com", &["r@example.net".to_string()][..])
+            );
         }
     }
 }

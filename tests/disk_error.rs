@@ -18,11 +18,18 @@ fn a_failed_spool_write_is_answered_451_and_the_server_recovers() {
         let spool = dir.path().join("spool");
         let addr = common::free_addr();
         let mut cmd = Command::new(common::BIN);
-        cmd.args(["serve", "--workers", "1", "--listen", &addr.to_string(), "--spool"])
-            .arg(&spool)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "serve",
+            "--workers",
+            "1",
+            "--listen",
+            &addr.to_string(),
+            "--spool",
+        ])
+        .arg(&spool)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         if driver == Driver::Epoll {
             cmd.env("MONOIO_FORCE_LEGACY_DRIVER", "1");
         }
@@ -44,7 +51,10 @@ fn a_failed_spool_write_is_answered_451_and_the_server_recovers() {
         c.cmd("EHLO disk.test");
         let small = "Subject: small\r\n\r\nsmall\r\n";
         assert!(queued_id(&c.mail("a@example.com", &["b@example.net"], small)).is_some());
-        let big = format!("Subject: big\r\n\r\n{}", format!("{}\r\n", "z".repeat(78)).repeat(1000));
+        let big = format!(
+            "Subject: big\r\n\r\n{}",
+            format!("{}\r\n", "z".repeat(78)).repeat(1000)
+        );
         let r = c.mail("a@example.com", &["b@example.net"], &big);
         assert!(r.starts_with("451 4.3.0"), "{driver:?}: {r}");
         // The spool continues in a fresh segment: small mail is accepted again.

@@ -21,7 +21,14 @@ fn accepted_messages_are_in_the_queue_with_their_envelope() {
         let server = start(driver, &dir, "");
         let mut c = server.client();
         let ehlo = c.cmd("EHLO client.test");
-        for ext in ["PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING"] {
+        for ext in [
+            "PIPELINING",
+            "SIZE",
+            "8BITMIME",
+            "SMTPUTF8",
+            "ENHANCEDSTATUSCODES",
+            "CHUNKING",
+        ] {
             assert!(ehlo.contains(ext), "{driver:?}: {ext} missing from {ehlo}");
         }
         let mut ids = Vec::new();
@@ -29,7 +36,9 @@ fn accepted_messages_are_in_the_queue_with_their_envelope() {
             let r = c.mail(
                 "sender@example.com",
                 &["a@example.net", "b@example.org"],
-                &format!("Message-ID: <m{i}@test>\r\nSubject: {i}\r\n\r\nbody {i}\r\n..stuffed\r\n"),
+                &format!(
+                    "Message-ID: <m{i}@test>\r\nSubject: {i}\r\n\r\nbody {i}\r\n..stuffed\r\n"
+                ),
             );
             ids.push(queued_id(&r).unwrap_or_else(|| panic!("{driver:?}: {r}")));
         }
@@ -40,7 +49,10 @@ fn accepted_messages_are_in_the_queue_with_their_envelope() {
         for (i, m) in listed.iter().enumerate() {
             assert_eq!(m["id"], ids[i].as_str());
             assert_eq!(m["sender"], "sender@example.com");
-            assert_eq!(m["recipients"], serde_json::json!(["a@example.net", "b@example.org"]));
+            assert_eq!(
+                m["recipients"],
+                serde_json::json!(["a@example.net", "b@example.org"])
+            );
             assert_eq!(m["message_id"], format!("<m{i}@test>").as_str());
             assert_eq!(m["state"], "queued");
         }
@@ -50,7 +62,10 @@ fn accepted_messages_are_in_the_queue_with_their_envelope() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&show.stdout);
-        assert!(text.contains(&format!("with ESMTP id {}", ids[1])), "{text}");
+        assert!(
+            text.contains(&format!("with ESMTP id {}", ids[1])),
+            "{text}"
+        );
         assert!(text.ends_with("body 1\r\n.stuffed\r\n"), "{text}");
     }
 }
@@ -82,15 +97,25 @@ fn a_pipelined_transaction_gets_all_its_replies() {
 fn bad_input_gets_the_right_codes_and_nothing_bad_is_queued() {
     for driver in Driver::ALL {
         let dir = tempfile::tempdir().unwrap();
-        let server = start(driver, &dir, "[smtp]\nmax_message_size = \"2KiB\"\nmax_recipients = 2\n");
+        let server = start(
+            driver,
+            &dir,
+            "[smtp]\nmax_message_size = \"2KiB\"\nmax_recipients = 2\n",
+        );
         let mut c = server.client();
         assert!(c.cmd("MAIL FROM:<a@example.com>").starts_with("503 5.5.1"));
         c.cmd("EHLO bad.test");
         assert!(c.cmd("RCPT TO:<x@example.net>").starts_with("503 5.5.1"));
         assert!(c.cmd("DATA").starts_with("503 5.5.1"));
         assert!(c.cmd("FOO bar").starts_with("500 5.5.2"));
-        assert!(c.cmd(&format!("NOOP {}", "x".repeat(600))).starts_with("500 5.5.2"));
-        assert!(c.cmd("MAIL FROM:<a@example.com> SIZE=999999").starts_with("552 5.3.4"));
+        assert!(
+            c.cmd(&format!("NOOP {}", "x".repeat(600)))
+                .starts_with("500 5.5.2")
+        );
+        assert!(
+            c.cmd("MAIL FROM:<a@example.com> SIZE=999999")
+                .starts_with("552 5.3.4")
+        );
         assert!(c.cmd("MAIL FROM:<a@example.com>").starts_with("250"));
         assert!(c.cmd("MAIL FROM:<a@example.com>").starts_with("503 5.5.1"));
         assert!(c.cmd("RCPT TO:<1@example.net>").starts_with("250"));
@@ -109,12 +134,22 @@ fn bad_input_gets_the_right_codes_and_nothing_bad_is_queued() {
         c.send(b"Subject: s\r\n\r\nhi\n.\nMAIL FROM:<evil@example.com>\r\nRCPT TO:<v@example.net>\r\nDATA\r\nsmuggled\r\n.\r\n");
         let r = c.reply();
         assert!(r.starts_with("554 5.6.0"), "{driver:?}: {r}");
-        assert!(c.cmd("NOOP").starts_with("250 2.0.0"), "the smuggled DATA left the session in content");
+        assert!(
+            c.cmd("NOOP").starts_with("250 2.0.0"),
+            "the smuggled DATA left the session in content"
+        );
         assert!(queue_list(&server.spool).is_empty(), "{driver:?}");
         // The server is still fine for the next client.
         let mut c2 = server.client();
         c2.cmd("HELO ok.test");
-        assert!(queued_id(&c2.mail("a@example.com", &["b@example.net"], "Subject: ok\r\n\r\nok\r\n")).is_some());
+        assert!(
+            queued_id(&c2.mail(
+                "a@example.com",
+                &["b@example.net"],
+                "Subject: ok\r\n\r\nok\r\n"
+            ))
+            .is_some()
+        );
     }
 }
 
@@ -122,7 +157,11 @@ fn bad_input_gets_the_right_codes_and_nothing_bad_is_queued() {
 fn relay_is_refused_outside_the_client_networks() {
     for driver in Driver::ALL {
         let dir = tempfile::tempdir().unwrap();
-        let server = start(driver, &dir, "[smtp]\nclient_networks = [\"192.0.2.0/24\"]\n");
+        let server = start(
+            driver,
+            &dir,
+            "[smtp]\nclient_networks = [\"192.0.2.0/24\"]\n",
+        );
         let mut c = server.client();
         c.cmd("EHLO outside.test");
         assert!(c.cmd("MAIL FROM:<a@example.com>").starts_with("250"));
@@ -136,7 +175,11 @@ fn relay_is_refused_outside_the_client_networks() {
 fn idle_clients_are_timed_out_with_421() {
     for driver in Driver::ALL {
         let dir = tempfile::tempdir().unwrap();
-        let server = start(driver, &dir, "[smtp]\ncommand_timeout = \"1s\"\ndata_timeout = \"1s\"\n");
+        let server = start(
+            driver,
+            &dir,
+            "[smtp]\ncommand_timeout = \"1s\"\ndata_timeout = \"1s\"\n",
+        );
         let mut c = server.client();
         c.cmd("EHLO idle.test");
         // Waiting for the server's 421 (the read timeout is 30 s).
@@ -163,7 +206,9 @@ fn connections_per_client_address_are_limited() {
         let a = server.client();
         let _b = server.client();
         let mut third = std::net::TcpStream::connect(server.addr).unwrap();
-        third.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        third
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let mut text = String::new();
         std::io::Read::read_to_string(&mut third, &mut text).unwrap();
         assert!(text.starts_with("421 4.7.0"), "{driver:?}: {text}");
@@ -203,11 +248,22 @@ with smtplib.SMTP("127.0.0.1", {port}) as s:
 "#,
             port = server.addr.port()
         );
-        let out = std::process::Command::new("python3").arg("-c").arg(script).output().expect("python3");
-        assert!(out.status.success(), "{driver:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{driver:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let listed = queue_list(&server.spool);
         assert_eq!(listed.len(), 2);
-        assert_eq!(listed[1]["recipients"], serde_json::json!(["x@example.net", "y@example.net"]));
+        assert_eq!(
+            listed[1]["recipients"],
+            serde_json::json!(["x@example.net", "y@example.net"])
+        );
         assert_eq!(listed[0]["message_id"], "<py@test>");
     }
 }

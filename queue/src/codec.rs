@@ -72,7 +72,11 @@ pub enum DecodeError {
 
 /// Appends the encoding of a message record to `out`.
 pub fn encode_message(out: &mut Vec<u8>, id: QueueId, env: &Envelope, body: &[u8]) {
-    out.reserve(32 + env.sender.len() + env.recipients.iter().map(|r| r.len() + 2).sum::<usize>() + body.len());
+    out.reserve(
+        32 + env.sender.len()
+            + env.recipients.iter().map(|r| r.len() + 2).sum::<usize>()
+            + body.len(),
+    );
     out.extend_from_slice(&[VERSION, KIND_MESSAGE]);
     out.extend_from_slice(&id.to_bytes());
     out.extend_from_slice(&env.received_at.to_le_bytes());
@@ -274,7 +278,13 @@ mod tests {
         let Record::Message { id, envelope, body } = decode(bytes).unwrap() else {
             panic!("not a message")
         };
-        assert_eq!(id, QueueId { micros: 2, worker: 5 });
+        assert_eq!(
+            id,
+            QueueId {
+                micros: 2,
+                worker: 5
+            }
+        );
         assert_eq!(envelope.sender, "a");
         assert_eq!(envelope.recipients, vec!["b".to_string()]);
         assert_eq!(envelope.received_at, 9);
@@ -312,7 +322,10 @@ mod tests {
     #[test]
     fn bad_version_and_kind() {
         assert_eq!(decode(&[0, 1]), Err(DecodeError::Version(0)));
-        assert_eq!(decode(&[VERSION + 1, 1]), Err(DecodeError::Version(VERSION + 1)));
+        assert_eq!(
+            decode(&[VERSION + 1, 1]),
+            Err(DecodeError::Version(VERSION + 1))
+        );
         let mut buf = vec![VERSION, 9];
         buf.extend_from_slice(&id().to_bytes());
         assert_eq!(decode(&buf), Err(DecodeError::Kind(9)));

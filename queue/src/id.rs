@@ -114,7 +114,13 @@ mod tests {
 
     #[test]
     fn bad_ids_are_rejected() {
-        for bad in ["", "123", "000123456789ABCD000", "000123456789ABCD000G", "é00123456789ABCD000"] {
+        for bad in [
+            "",
+            "123",
+            "000123456789ABCD000",
+            "000123456789ABCD000G",
+            "é00123456789ABCD000",
+        ] {
             assert!(bad.parse::<QueueId>().is_err(), "{bad:?}");
         }
     }

@@ -59,7 +59,11 @@ pub fn show(dir: &Path, id: QueueId) -> io::Result<Option<(MessageInfo, Vec<u8>)
 fn info(m: &ScannedMessage) -> MessageInfo {
     let (state, recipients) = match &m.outcome {
         None => ("queued".to_string(), m.envelope.recipients.clone()),
-        Some(Outcome::Deferred { until, attempt, pending }) => (
+        Some(Outcome::Deferred {
+            until,
+            attempt,
+            pending,
+        }) => (
             format!("deferred (attempt {attempt}, next {})", rfc3339(*until)),
             pending
                 .iter()

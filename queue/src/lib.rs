@@ -53,7 +53,12 @@ pub trait Queue {
     /// Makes the message durable. Resolves `Ok` only once the message would
     /// survive a crash of the process or the machine; an `Err` means it was
     /// not accepted and the client must be told to retry (451 4.3.0).
-    fn enqueue(&self, id: QueueId, envelope: &Envelope, message: &[u8]) -> impl Future<Output = Result<(), QueueError>>;
+    fn enqueue(
+        &self,
+        id: QueueId,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> impl Future<Output = Result<(), QueueError>>;
 }
 
 /// Why the queue could not take a message.

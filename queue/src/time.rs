@@ -19,13 +19,20 @@ pub fn rfc3339(micros: u64) -> String {
     let secs = micros / 1_000_000;
     let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
     let t = secs % 86_400;
-    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z", t / 3600, t / 60 % 60, t % 60)
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    )
 }
 
 /// RFC 5322 §3.3 date-time in UTC: `Thu, 3 Dec 2026 18:31:45 +0000`.
 pub fn rfc5322(micros: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let secs = micros / 1_000_000;
     let days = secs / 86_400;
     let (y, mo, d) = civil_from_days(days as i64);
@@ -48,8 +55,16 @@ mod tests {
     fn dates() {
         let cases = [
             (0, "1970-01-01T00:00:00Z", "Thu, 1 Jan 1970 00:00:00 +0000"),
-            (951_782_400_000_000, "2000-02-29T00:00:00Z", "Tue, 29 Feb 2000 00:00:00 +0000"),
-            (1_796_322_705_000_000, "2026-12-03T18:31:45Z", "Thu, 3 Dec 2026 18:31:45 +0000"),
+            (
+                951_782_400_000_000,
+                "2000-02-29T00:00:00Z",
+                "Tue, 29 Feb 2000 00:00:00 +0000",
+            ),
+            (
+                1_796_322_705_000_000,
+                "2026-12-03T18:31:45Z",
+                "Thu, 3 Dec 2026 18:31:45 +0000",
+            ),
         ];
         for (us, a, b) in cases {
             assert_eq!(rfc3339(us), a);

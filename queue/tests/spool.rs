@@ -55,7 +55,11 @@ fn envelope(n: usize) -> Envelope {
 }
 
 fn body(n: usize) -> Vec<u8> {
-    format!("Message-ID: <{n}@test>\r\nSubject: {n}\r\n\r\n{}\r\n", "x".repeat(n % 300)).into_bytes()
+    format!(
+        "Message-ID: <{n}@test>\r\nSubject: {n}\r\n\r\n{}\r\n",
+        "x".repeat(n % 300)
+    )
+    .into_bytes()
 }
 
 /// Enqueues messages 0..n concurrently and returns their ids.
@@ -84,7 +88,11 @@ fn concurrent_appends_share_commits_and_survive_reopen() {
         assert!(recovered.is_empty());
         let ids = enqueue_many(&spool, 200).await;
         // 200 appends issued in one turn must not take 200 fsyncs.
-        assert!(spool.commits() < 50, "{} commits for 200 appends", spool.commits());
+        assert!(
+            spool.commits() < 50,
+            "{} commits for 200 appends",
+            spool.commits()
+        );
         assert_eq!(spool.live(), 200);
         drop(spool);
 
@@ -96,7 +104,10 @@ fn concurrent_appends_share_commits_and_survive_reopen() {
             let m = &s.messages[id];
             assert_eq!(m.envelope, envelope(i));
             assert_eq!(scan::read_body(dir.path(), m).unwrap(), body(i));
-            assert_eq!(m.message_id.as_deref(), Some(format!("<{i}@test>").as_str()));
+            assert_eq!(
+                m.message_id.as_deref(),
+                Some(format!("<{i}@test>").as_str())
+            );
         }
     });
 }
@@ -107,9 +118,19 @@ fn reopen_recovers_live_messages_and_continues_ids_above_them() {
     let ids = block_on(async {
         let (spool, _) = Spool::open(opts(dir.path(), 0, 1)).unwrap();
         let ids = enqueue_many(&spool, 10).await;
-        spool.record_outcome(ids[0], &Outcome::Delivered).await.unwrap();
-        spool.record_outcome(ids[1], &Outcome::Bounced).await.unwrap();
-        let deferred = Outcome::Deferred { until: 5, attempt: 1, pending: vec![1] };
+        spool
+            .record_outcome(ids[0], &Outcome::Delivered)
+            .await
+            .unwrap();
+        spool
+            .record_outcome(ids[1], &Outcome::Bounced)
+            .await
+            .unwrap();
+        let deferred = Outcome::Deferred {
+            until: 5,
+            attempt: 1,
+            pending: vec![1],
+        };
         spool.record_outcome(ids[2], &deferred).await.unwrap();
         ids
     });
@@ -119,7 +140,11 @@ fn reopen_recovers_live_messages_and_continues_ids_above_them() {
         assert_eq!(got, ids[2..].to_vec());
         assert_eq!(
             recovered[0].outcome,
-            Some(Outcome::Deferred { until: 5, attempt: 1, pending: vec![1] })
+            Some(Outcome::Deferred {
+                until: 5,
+                attempt: 1,
+                pending: vec![1]
+            })
         );
         assert!(spool.next_id() > *ids.last().unwrap());
     });
@@ -132,7 +157,13 @@ fn torn_tail_is_truncated_and_earlier_records_kept() {
         let (spool, _) = Spool::open(opts(dir.path(), 0, 1)).unwrap();
         enqueue_many(&spool, 5).await
     });
-    let seg = dir.path().join(scan::list_segments(dir.path()).unwrap().last().unwrap().file_name());
+    let seg = dir.path().join(
+        scan::list_segments(dir.path())
+            .unwrap()
+            .last()
+            .unwrap()
+            .file_name(),
+    );
     let good_len = std::fs::metadata(&seg).unwrap().len();
     // Half a frame: a plausible header and a few payload bytes, as a crash
     // in the middle of a write leaves it.
@@ -149,7 +180,10 @@ fn torn_tail_is_truncated_and_earlier_records_kept() {
 #[test]
 fn finished_segments_are_deleted_but_not_before_what_they_pin() {
     let dir = tempfile::tempdir().unwrap();
-    let small = SpoolOptions { segment_size: 1, ..opts(dir.path(), 0, 1) };
+    let small = SpoolOptions {
+        segment_size: 1,
+        ..opts(dir.path(), 0, 1)
+    };
     block_on(async {
         // segment_size 1: every commit rotates, so each message sits in a
         // segment of its own and each outcome lands in a later one.
@@ -163,14 +197,21 @@ fn finished_segments_are_deleted_but_not_before_what_they_pin() {
         spool.record_outcome(a, &Outcome::Delivered).await.unwrap();
         // a's outcome went into a new segment; a's segment was deleted, and
         // with it gone the outcome's segment too once rotated away. b stays.
-        assert!(spool.segments() <= before, "nothing was collected: {before} -> {}", spool.segments());
+        assert!(
+            spool.segments() <= before,
+            "nothing was collected: {before} -> {}",
+            spool.segments()
+        );
         assert_eq!(spool.live(), 1);
         spool.record_outcome(b, &Outcome::Delivered).await.unwrap();
         assert_eq!(spool.live(), 0);
     });
     block_on(async {
         let (spool, recovered) = Spool::open(small).unwrap();
-        assert!(recovered.is_empty(), "a delivered message came back: {recovered:?}");
+        assert!(
+            recovered.is_empty(),
+            "a delivered message came back: {recovered:?}"
+        );
         // Only the fresh current segment is left.
         assert_eq!(spool.segments(), 1);
         assert_eq!(scan::list_segments(dir.path()).unwrap().len(), 1);
@@ -183,7 +224,10 @@ fn a_final_outcome_outlives_its_message_segment_until_that_is_gone() {
     // hand (as a crash before unlink would leave it) and the outcome must
     // still be there to keep the message final.
     let dir = tempfile::tempdir().unwrap();
-    let small = SpoolOptions { segment_size: 1, ..opts(dir.path(), 0, 1) };
+    let small = SpoolOptions {
+        segment_size: 1,
+        ..opts(dir.path(), 0, 1)
+    };
     let (a, keep) = block_on(async {
         let (spool, _) = Spool::open(small.clone()).unwrap();
         let a = spool.next_id();
@@ -199,7 +243,10 @@ fn a_final_outcome_outlives_its_message_segment_until_that_is_gone() {
     assert!(s.messages.contains_key(&keep));
     block_on(async {
         let (_spool, recovered) = Spool::open(small).unwrap();
-        assert_eq!(recovered.iter().map(|m| m.id).collect::<Vec<_>>(), vec![keep]);
+        assert_eq!(
+            recovered.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![keep]
+        );
     });
 }
 
@@ -212,7 +259,8 @@ fn fewer_workers_adopt_the_segments_of_former_ones() {
         let d = dir.path().to_path_buf();
         block_on(async move {
             let (spool, _) = Spool::open(opts(&d, w, 3)).unwrap();
-            ids.borrow_mut().extend(enqueue_many(&spool, 4).await);
+            let new = enqueue_many(&spool, 4).await;
+            ids.borrow_mut().extend(new);
         });
     }
     block_on(async {

@@ -114,8 +114,10 @@ impl Scanner {
                         self.state = State::DotCr;
                         i += 1;
                     } else {
-                        // Dot-stuffed line: drop the first dot, go on.
+                        // Dot-stuffed line: drop the first dot, which does
+                        // not count towards the line length either.
                         self.state = State::Mid;
+                        self.line_len = 0;
                     }
                 }
                 State::DotCr => {
@@ -198,7 +200,11 @@ mod tests {
     use super::*;
 
     /// Feeds `input` split at `split`, returns (message, error, bytes consumed).
-    fn run(input: &[u8], split: usize, max: usize) -> (Vec<u8>, Option<ContentError>, Option<usize>) {
+    fn run(
+        input: &[u8],
+        split: usize,
+        max: usize,
+    ) -> (Vec<u8>, Option<ContentError>, Option<usize>) {
         let mut s = Scanner::data(max);
         let mut out = Vec::new();
         let (a, b) = input.split_at(split);
@@ -217,7 +223,11 @@ mod tests {
         use ContentError::*;
         let long = format!("{}\r\n.\r\n", "a".repeat(998));
         let too_long = format!("{}\r\n.\r\n", "a".repeat(999));
-        let cases: Vec<(&[u8], &[u8], Option<ContentError>, Option<usize>)> = vec![
+        let stuffed = format!(".{}\r\n.\r\n", "a".repeat(998));
+        const ALL: Option<usize> = Some(usize::MAX);
+        // (input, message stored, error, bytes consumed at the end)
+        type Case<'a> = (&'a [u8], &'a [u8], Option<ContentError>, Option<usize>);
+        let cases: Vec<Case> = vec![
             (b"a\r\n.\r\n", b"a\r\n", None, Some(6)),
             (b".\r\n", b"", None, Some(3)),
             (b"..x\r\n.\r\n", b".x\r\n", None, Some(8)),
@@ -225,18 +235,27 @@ mod tests {
             (b".x\r\n.\r\n", b"x\r\n", None, Some(7)),
             (b"a\r\n.\r\nNEXT", b"a\r\n", None, Some(6)),
             (b"a\r\n.\r", b"a\r\n", None, None),
-            // Smuggling variants: none of them ends the data.
-            (b"a\n.\nb\r\n.\r\n", b"a", Some(BareLf), Some(11)),
-            (b"a\r.\rb\r\n.\r\n", b"a", Some(BareCr), Some(11)),
-            (b"a\r\n.\nb\r\n.\r\n", b"a\r\n", Some(BareLf), Some(11)),
-            (b"a\n.\r\nb\r\n.\r\n", b"a", Some(BareLf), Some(11)),
-            (b"a\r\n.\rb\r\n.\r\n", b"a\r\n", Some(BareCr), Some(11)),
-            (b"a\r\r\n.\r\n", b"a", Some(BareCr), Some(8)),
+            // Smuggling variants: none of them ends the data; only the
+            // real CRLF.CRLF at the very end does (ALL = the whole input).
+            (b"a\n.\nb\r\n.\r\n", b"a", Some(BareLf), ALL),
+            (b"a\r.\rb\r\n.\r\n", b"a", Some(BareCr), ALL),
+            (b"a\r\n.\nb\r\n.\r\n", b"a\r\n", Some(BareLf), ALL),
+            (b"a\n.\r\nb\r\n.\r\n", b"a", Some(BareLf), ALL),
+            (b"a\r\n.\rb\r\n.\r\n", b"a\r\n", Some(BareCr), ALL),
+            (b"a\r\r\n.\r\n", b"a", Some(BareCr), ALL),
             (b"x\r\n\n.\r\n", b"x\r\n", Some(BareLf), None),
             (long.as_bytes(), &long.as_bytes()[..1000], None, Some(1003)),
             (too_long.as_bytes(), b"", Some(LineTooLong), Some(1004)),
+            // The transparency dot does not count (RFC 5321 §4.5.3.1.6).
+            (
+                stuffed.as_bytes(),
+                &stuffed.as_bytes()[1..1001],
+                None,
+                Some(1004),
+            ),
         ];
         for (input, want, err, end) in cases {
+            let end = end.map(|n| n.min(input.len()));
             for split in 0..=input.len() {
                 let (out, e, n) = run(input, split, 1 << 20);
                 let show = String::from_utf8_lossy(input);

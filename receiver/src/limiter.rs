@@ -84,7 +84,11 @@ impl ConnLimiter {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let mut shard = self.limiter.shard(self.ip).lock().unwrap_or_else(|p| p.into_inner());
+        let mut shard = self
+            .limiter
+            .shard(self.ip)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(n) = shard.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {

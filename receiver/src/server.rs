@@ -39,7 +39,13 @@ pub struct Receiver<Q> {
 /// Binds a listener with `SO_REUSEPORT`, so each worker can have its own
 /// and the kernel spreads connections over them.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind_with_config(addr, &ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096))
+    TcpListener::bind_with_config(
+        addr,
+        &ListenerOpts::new()
+            .reuse_port(true)
+            .reuse_addr(true)
+            .backlog(4096),
+    )
 }
 
 /// Accepts connections forever, one task per connection.
@@ -63,7 +69,10 @@ async fn handle<Q: Queue>(mut stream: TcpStream, peer: SocketAddr, rx: Rc<Receiv
         Ok(p) => p,
         Err(why) => {
             let msg = match why {
-                Refused::Total => format!("421 4.7.0 {} Error: too many connections\r\n", rx.config.hostname),
+                Refused::Total => format!(
+                    "421 4.7.0 {} Error: too many connections\r\n",
+                    rx.config.hostname
+                ),
                 Refused::PerIp => format!(
                     "421 4.7.0 {} Error: too many connections from your address\r\n",
                     rx.config.hostname
@@ -133,7 +142,11 @@ async fn handle<Q: Queue>(mut stream: TcpStream, peer: SocketAddr, rx: Rc<Receiv
 
 /// Reads into the spare capacity of `buf`. `Ok(None)` when `timeout` passed
 /// first; the read is then cancelled and its completion awaited.
-async fn read(stream: &mut TcpStream, buf: Vec<u8>, timeout: Duration) -> (io::Result<Option<usize>>, Vec<u8>) {
+async fn read(
+    stream: &mut TcpStream,
+    buf: Vec<u8>,
+    timeout: Duration,
+) -> (io::Result<Option<usize>>, Vec<u8>) {
     let canceller = Canceller::new();
     let mut op = std::pin::pin!(stream.cancelable_read(buf, canceller.handle()));
     monoio::select! {
@@ -151,7 +164,11 @@ async fn read(stream: &mut TcpStream, buf: Vec<u8>, timeout: Duration) -> (io::R
 }
 
 /// Writes all of `data` within `timeout`.
-async fn write_all(stream: &mut TcpStream, data: Vec<u8>, timeout: Duration) -> (io::Result<()>, Vec<u8>) {
+async fn write_all(
+    stream: &mut TcpStream,
+    data: Vec<u8>,
+    timeout: Duration,
+) -> (io::Result<()>, Vec<u8>) {
     let canceller = Canceller::new();
     let handle = canceller.handle();
     let mut op = std::pin::pin!(async move {

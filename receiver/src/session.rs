@@ -68,6 +68,8 @@ struct Transaction {
     id_at: usize,
     /// Set once BDAT was used: DATA is then out of order (RFC 3030).
     chunking: bool,
+    /// BDAT octets received so far: the sum of the chunk sizes.
+    octets: usize,
 }
 
 /// One SMTP server session.
@@ -181,6 +183,7 @@ impl Session {
                     *remaining -= take;
                     if refuse.is_none() {
                         let tx = self.tx.as_mut().expect("BDAT without a transaction");
+                        tx.octets += take;
                         let scanner = tx.content.as_mut().expect("BDAT without a scanner");
                         scanner.scan(chunk, &mut self.body);
                     }
@@ -198,8 +201,7 @@ impl Session {
                             return (i, ev);
                         }
                     } else {
-                        let tx = self.tx.as_ref().expect("transaction");
-                        let size = self.body.len() - tx.id_at;
+                        let size = self.tx.as_ref().expect("transaction").octets;
                         self.reply(&format!("250 2.0.0 {size} octets received so far"));
                     }
                 }
@@ -267,11 +269,19 @@ impl Session {
             Ok(r) => r,
             Err(e) => {
                 let reply = match e {
-                    ParseError::UnknownCommand => "500 5.5.2 Error: command not recognized".to_string(),
-                    ParseError::InvalidSenderAddress => "501 5.1.7 Error: bad sender address syntax".into(),
-                    ParseError::InvalidRecipientAddress => "501 5.1.3 Error: bad recipient address syntax".into(),
+                    ParseError::UnknownCommand => {
+                        "500 5.5.2 Error: command not recognized".to_string()
+                    }
+                    ParseError::InvalidSenderAddress => {
+                        "501 5.1.7 Error: bad sender address syntax".into()
+                    }
+                    ParseError::InvalidRecipientAddress => {
+                        "501 5.1.3 Error: bad recipient address syntax".into()
+                    }
                     ParseError::SyntaxError { syntax } => format!("501 5.5.4 Syntax: {syntax}"),
-                    ParseError::InvalidParameter { param } => format!("501 5.5.4 Error: invalid parameter {param}"),
+                    ParseError::InvalidParameter { param } => {
+                        format!("501 5.5.4 Error: invalid parameter {param}")
+                    }
                     ParseError::UnsupportedParameter { param } => {
                         format!("555 5.5.4 Error: unsupported parameter {param}")
                     }
@@ -286,7 +296,10 @@ impl Session {
             Request::Mail { from } => self.mail(from),
             Request::Rcpt { to } => self.rcpt(to),
             Request::Data => return self.data(),
-            Request::Bdat { chunk_size, is_last } => self.bdat(chunk_size, is_last),
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.bdat(chunk_size, is_last),
             Request::Rset => {
                 self.reset();
                 self.reply("250 2.0.0 Ok");
@@ -298,10 +311,11 @@ impl Session {
                 return Some(Event::Close);
             }
             // RFC 5321 §3.5.3: 252 when we will not verify but will try.
-            Request::Vrfy { .. } => {
-                self.reply("252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery")
-            }
-            Request::Help { .. } => self.reply("214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP"),
+            Request::Vrfy { .. } => self
+                .reply("252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery"),
+            Request::Help { .. } => self.reply(
+                "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP",
+            ),
             // STARTTLS and AUTH come with TLS support; not advertised yet.
             Request::Expn { .. }
             | Request::StartTls
@@ -310,7 +324,9 @@ impl Session {
             | Request::Etrn { .. }
             | Request::Atrn { .. }
             | Request::Burl { .. } => {
-                return self.error("502 5.5.1 Error: command not implemented").then_some(Event::Close);
+                return self
+                    .error("502 5.5.1 Error: command not implemented")
+                    .then_some(Event::Close);
             }
         }
         None
@@ -324,7 +340,9 @@ impl Session {
             r.push_str(&self.cfg.hostname);
             r.push_str("\r\n250-PIPELINING\r\n250-SIZE ");
             r.push_str(&self.cfg.max_message_size.to_string());
-            r.push_str("\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING");
+            r.push_str(
+                "\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING",
+            );
         } else {
             r.push_str("250 ");
             r.push_str(&self.cfg.hostname);
@@ -343,8 +361,19 @@ impl Session {
             return;
         }
         // Parameters we do not announce are refused (RFC 5321 §4.1.1.11).
-        let supported = smtp_proto::MAIL_BODY_7BIT | smtp_proto::MAIL_BODY_8BITMIME | smtp_proto::MAIL_SMTPUTF8;
-        if from.flags & !supported != 0 || from.env_id.is_some() || from.mt_priority != 0 || from.by != 0 {
+        let supported =
+            smtp_proto::MAIL_BODY_7BIT | smtp_proto::MAIL_BODY_8BITMIME | smtp_proto::MAIL_SMTPUTF8;
+        if from.flags & !supported != 0
+            || from.env_id.is_some()
+            || from.mt_priority != 0
+            || from.by != 0
+            || from.trans_id.is_some()
+            || from.solicit.is_some()
+            || from.mtrk.is_some()
+            || from.auth.is_some()
+            || from.hold_for != 0
+            || from.hold_until != 0
+        {
             self.error("555 5.5.4 Error: unsupported MAIL parameter");
             return;
         }
@@ -426,7 +455,9 @@ impl Session {
         let refuse = match &self.tx {
             None => Some("503 5.5.1 Error: need MAIL command"),
             Some(tx) if tx.recipients.is_empty() => Some("554 5.5.1 Error: no valid recipients"),
-            Some(tx) if tx.content.is_some() && !tx.chunking => Some("503 5.5.1 Error: BDAT after DATA"),
+            Some(tx) if tx.content.is_some() && !tx.chunking => {
+                Some("503 5.5.1 Error: BDAT after DATA")
+            }
             Some(_) => None,
         };
         if refuse.is_none() && self.tx.as_ref().is_some_and(|tx| tx.content.is_none()) {
@@ -447,11 +478,24 @@ impl Session {
         let (helo, esmtp) = self.helo.clone().unwrap_or_default();
         let tx = self.tx.as_mut().expect("transaction");
         self.body.clear();
-        let with = if esmtp { "ESMTP" } else { "SMTP" };
+        // RFC 3848 / RFC 6531 §3.7.3 protocol names.
+        let with = match (esmtp, tx.flags & Envelope::SMTPUTF8 != 0) {
+            (_, true) => "UTF8SMTP",
+            (true, false) => "ESMTP",
+            (false, false) => "SMTP",
+        };
+        // RFC 5321 §4.1.3 address literals; a v4 client on a dual-stack
+        // socket is shown as the v4 address it is.
+        let peer = match self.peer {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => format!("IPv6:{v6}"),
+            },
+            v4 => v4.to_string(),
+        };
         let head = format!(
-            "Received: from {} ([{}])\r\n\tby {} (Verdant) with {with} id ",
+            "Received: from {} ([{peer}])\r\n\tby {} (Verdant) with {with} id ",
             sanitize(&helo),
-            self.peer,
             self.cfg.hostname
         );
         self.body.extend_from_slice(head.as_bytes());
@@ -460,10 +504,12 @@ impl Session {
         // Name the recipient only when there is one, as Postfix does: a
         // header listing every recipient would disclose Bcc recipients.
         if let [only] = tx.recipients.as_slice() {
-            self.body.extend_from_slice(format!("\r\n\tfor <{only}>").as_bytes());
+            self.body
+                .extend_from_slice(format!("\r\n\tfor <{only}>").as_bytes());
         }
         let date = verdant_queue::time::rfc5322(verdant_queue::now_micros());
-        self.body.extend_from_slice(format!("; {date}\r\n").as_bytes());
+        self.body
+            .extend_from_slice(format!("; {date}\r\n").as_bytes());
         tx.content = Some(scanner(self.cfg.max_message_size + self.body.len()));
     }
 
@@ -479,8 +525,12 @@ impl Session {
         }
         if let Some(e) = error {
             let r = match e {
-                ContentError::TooBig => "552 5.3.4 Error: message size exceeds fixed maximum message size",
-                ContentError::LineTooLong => "554 5.6.0 Error: message line longer than 1000 octets",
+                ContentError::TooBig => {
+                    "552 5.3.4 Error: message size exceeds fixed maximum message size"
+                }
+                ContentError::LineTooLong => {
+                    "554 5.6.0 Error: message line longer than 1000 octets"
+                }
                 ContentError::BareLf | ContentError::BareCr => {
                     "554 5.6.0 Error: bare <CR> or <LF> in message; lines must end with <CR><LF>"
                 }
@@ -501,7 +551,17 @@ impl Session {
 /// Keeps a client-supplied name from breaking the header it is written into.
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_graphic() || (!c.is_ascii() && !c.is_control()) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_graphic() || (!c.is_ascii() && !c.is_control()) {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(255)
         .collect()
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -106,10 +106,10 @@ impl Server {
                 let Ok(line) = line else { break };
                 sink.lock().unwrap().push_str(&line);
                 sink.lock().unwrap().push('\n');
-                if line.contains("accepting mail") {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
-                    }
+                if line.contains("accepting mail")
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(());
                 }
             }
         });
@@ -160,7 +160,9 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
         let mut c = Client { reader, stream };
         let greeting = c.reply();
@@ -194,7 +196,9 @@ impl Client {
 
     /// Whether the server closed the connection (EOF within 5 s).
     pub fn closed(&mut self) -> bool {
-        self.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let mut b = [0u8; 1];
         matches!(self.reader.read(&mut b), Ok(0))
     }
@@ -230,7 +234,11 @@ pub fn queue_list(spool: &Path) -> Vec<serde_json::Value> {
         .arg(spool)
         .output()
         .unwrap();
-    assert!(out.status.success(), "queue list failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "queue list failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()

@@ -164,7 +164,9 @@ impl Spool {
                         seg.file_len - seg.valid_len
                     );
                 }
-                let f = OpenOptions::new().write(true).open(opts.dir.join(name.file_name()))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(opts.dir.join(name.file_name()))?;
                 f.set_len(seg.valid_len)?;
                 f.sync_all()?;
             }
@@ -198,10 +200,14 @@ impl Spool {
             .map(|n| n.seq + 1)
             .max()
             .unwrap_or(0);
-        let current = create_segment(&opts.dir, &dir, SegmentName {
-            worker: opts.worker,
-            seq: next_seq,
-        })?;
+        let current = create_segment(
+            &opts.dir,
+            &dir,
+            SegmentName {
+                worker: opts.worker,
+                seq: next_seq,
+            },
+        )?;
         segments.insert(current.name, SegState::default());
         let spool = Spool {
             inner: Rc::new(Inner {
@@ -261,16 +267,27 @@ impl Queue for Spool {
         self.inner.ids.borrow_mut().next_id()
     }
 
-    async fn enqueue(&self, id: QueueId, envelope: &Envelope, message: &[u8]) -> Result<(), QueueError> {
+    async fn enqueue(
+        &self,
+        id: QueueId,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<(), QueueError> {
         self.inner
-            .submit(Effect::Message(id), |o| codec::encode_message(o, id, envelope, message))
+            .submit(Effect::Message(id), |o| {
+                codec::encode_message(o, id, envelope, message)
+            })
             .await
     }
 }
 
 impl Inner {
     /// Appends one record to the pending batch and waits for its commit.
-    async fn submit(&self, effect: Effect, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(), QueueError> {
+    async fn submit(
+        &self,
+        effect: Effect,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), QueueError> {
         let batch = {
             let mut st = self.st.borrow_mut();
             frame::append(&mut st.pending, encode);
@@ -302,10 +319,8 @@ impl Inner {
                     if msg_seg != seg {
                         st.segments.entry(seg).or_default().pins.insert(msg_seg);
                     }
-                    if is_final {
-                        if let Some(s) = st.segments.get_mut(&msg_seg) {
-                            s.live -= 1;
-                        }
+                    if is_final && let Some(s) = st.segments.get_mut(&msg_seg) {
+                        s.live -= 1;
                     }
                 }
             }
@@ -389,7 +404,14 @@ async fn committer(weak: Weak<Inner>) {
             let buf = std::mem::replace(&mut st.pending, spare);
             let effects = std::mem::take(&mut st.effects);
             let batch = std::mem::take(&mut st.batch);
-            (buf, effects, batch, st.current.file.clone(), st.current.len, st.current.name)
+            (
+                buf,
+                effects,
+                batch,
+                st.current.file.clone(),
+                st.current.len,
+                st.current.name,
+            )
         };
         let len = buf.len() as u64;
         let (res, mut buf) = file.write_all_at(buf, offset).await;
@@ -411,7 +433,11 @@ async fn committer(weak: Weak<Inner>) {
                 };
                 inner.apply(name, &effects);
                 batch.complete(Ok(()));
-                let collected = if full { inner.rotate() } else { inner.collect_garbage() };
+                let collected = if full {
+                    inner.rotate()
+                } else {
+                    inner.collect_garbage()
+                };
                 if let Err(e) = collected {
                     // The batch is durable; a failed rotation or deletion
                     // only leaves work for the next commit or start.
@@ -438,7 +464,11 @@ async fn committer(weak: Weak<Inner>) {
 
 fn create_segment(dir: &Path, dir_file: &File, name: SegmentName) -> io::Result<Current> {
     let path = dir.join(name.file_name());
-    let file = OpenOptions::new().write(true).read(true).create_new(true).open(&path)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create_new(true)
+        .open(&path)?;
     // The new name must be durable before any record in it is acknowledged.
     dir_file.sync_all()?;
     Ok(Current {
@@ -453,13 +483,20 @@ fn create_segment(dir: &Path, dir_file: &File, name: SegmentName) -> io::Result<
 /// exits, however it exits.
 fn lock_worker(dir: &Path, worker: u16) -> io::Result<File> {
     let path = dir.join(format!("{worker:04}.lock"));
-    let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
     // SAFETY: flock on a valid, owned descriptor.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let e = io::Error::last_os_error();
         return Err(io::Error::new(
             e.kind(),
-            format!("{}: spool is in use by another process ({e})", path.display()),
+            format!(
+                "{}: spool is in use by another process ({e})",
+                path.display()
+            ),
         ));
     }
     Ok(f)

@@ -174,7 +174,11 @@ pub fn scan(dir: &Path, names: &[SegmentName], opts: ScanOptions) -> io::Result<
             continue;
         };
         if msg.segment != seg {
-            scan.segments.get_mut(&seg).expect("scanned").pins.insert(msg.segment);
+            scan.segments
+                .get_mut(&seg)
+                .expect("scanned")
+                .pins
+                .insert(msg.segment);
         }
         if supersedes(&outcome, msg.outcome.as_ref()) {
             msg.outcome = Some(outcome);
@@ -196,7 +200,9 @@ fn supersedes(new: &Outcome, old: Option<&Outcome>) -> bool {
         (_, None) => true,
         (_, Some(o)) if o.is_final() => false,
         (n, Some(_)) if n.is_final() => true,
-        (Outcome::Deferred { attempt: a, .. }, Some(Outcome::Deferred { attempt: b, .. })) => a >= b,
+        (Outcome::Deferred { attempt: a, .. }, Some(Outcome::Deferred { attempt: b, .. })) => {
+            a >= b
+        }
         _ => false,
     }
 }
@@ -216,7 +222,9 @@ pub fn message_id(raw: &[u8]) -> Option<String> {
             continue;
         };
         let mut v = String::from_utf8_lossy(value).into_owned();
-        while let Some(next) = lines.next_if(|l| l.first().is_some_and(|b| *b == b' ' || *b == b'\t')) {
+        while let Some(next) =
+            lines.next_if(|l| l.first().is_some_and(|b| *b == b' ' || *b == b'\t'))
+        {
             v.push_str(&String::from_utf8_lossy(next));
         }
         let v = v.trim().to_string();
@@ -241,10 +249,18 @@ mod tests {
 
     #[test]
     fn segment_names_round_trip() {
-        let n = SegmentName { worker: 3, seq: 0x1f };
+        let n = SegmentName {
+            worker: 3,
+            seq: 0x1f,
+        };
         assert_eq!(n.file_name(), "0003-000000000000001f.seg");
         assert_eq!(SegmentName::parse(&n.file_name()), Some(n));
-        for bad in ["0003-1f.seg", "x003-000000000000001f.seg", "0003-000000000000001f.tmp", "junk"] {
+        for bad in [
+            "0003-1f.seg",
+            "x003-000000000000001f.seg",
+            "0003-000000000000001f.tmp",
+            "junk",
+        ] {
             assert_eq!(SegmentName::parse(bad), None, "{bad}");
         }
     }
@@ -260,13 +276,22 @@ mod tests {
             (b"", None),
         ];
         for (raw, want) in cases {
-            assert_eq!(message_id(raw).as_deref(), *want, "{:?}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                message_id(raw).as_deref(),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 
     #[test]
     fn supersede_rules() {
-        let d = |attempt| Outcome::Deferred { until: 0, attempt, pending: vec![] };
+        let d = |attempt| Outcome::Deferred {
+            until: 0,
+            attempt,
+            pending: vec![],
+        };
         assert!(supersedes(&d(1), None));
         assert!(supersedes(&d(2), Some(&d(1))));
         assert!(!supersedes(&d(1), Some(&d(2))));
