@@ -1,5 +1,5 @@
 //! Group commit of the embedded spool: the cost of making a batch of N
-//! 4 KiB messages durable (one write + one fdatasync per batch), on the
+//! 4 KiB messages durable (one O_DSYNC write per batch), on the
 //! default driver. The per-message time falling as N grows is the point of
 //! group commit.
 //!
