@@ -3,7 +3,10 @@
 # smtp-sink (stores nothing: the upper bound), side by side under the same
 # smtp-source load, alternating runs so both see the same machine noise.
 #
-#   benches/receive-vs-smtp-sink.sh [ROUNDS] [MESSAGES]
+#   [WORKERS=N] benches/receive-vs-smtp-sink.sh [ROUNDS] [MESSAGES]
+#
+# WORKERS is Verdant's worker count (default: one per core). On a small
+# machine the load generator needs a core too; try WORKERS=1 there.
 #
 # Needs Postfix's tools (Debian: apt-get install postfix) and a release
 # build (the script builds it). Everything runs on 127.0.0.1 and stops by
@@ -24,7 +27,8 @@ work=$(mktemp -d)
 cleanup() { kill "${vpid:-}" "${spid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-target/release/verdant serve --listen 127.0.0.1:$VERDANT_PORT --spool "$work/spool" 2>"$work/verdant.log" &
+WORKERS=${WORKERS:-0}
+target/release/verdant serve --workers "$WORKERS" --listen 127.0.0.1:$VERDANT_PORT --spool "$work/spool" 2>"$work/verdant.log" &
 vpid=$!
 if [ "$(id -u)" = 0 ]; then sink_user=(-u nobody); else sink_user=(); fi
 smtp-sink "${sink_user[@]}" 127.0.0.1:$SINK_PORT 1024 &
@@ -52,6 +56,7 @@ out="benches/runs/$(date -u +%Y-%m-%d)-receive-vs-smtp-sink.md"
   echo
   echo "Machine: $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)."
   echo "Load: \`smtp-source -s $SESSIONS -l $SIZE [-d] -m N\`, $ROUNDS alternating rounds each."
+  echo "Verdant: \`verdant serve --workers $WORKERS\` (0 = one per core), defaults otherwise."
   echo
   echo "| mode | round | Verdant msg/s | smtp-sink msg/s | ratio | Verdant CPU ms/msg | smtp-sink CPU ms/msg |"
   echo "|---|---|---|---|---|---|---|"
