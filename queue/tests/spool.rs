@@ -283,3 +283,77 @@ fn a_second_process_cannot_open_the_same_worker() {
         assert!(err.to_string().contains("in use"), "{err}");
     });
 }
+
+/// Regression (review of issue 2): 4 workers → 2 → 4 must not revive a
+/// message delivered while the worker count was 2.
+#[test]
+fn worker_count_down_then_up_revives_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, n) = block_on(async {
+        let (spool, _) = Spool::open(opts(dir.path(), 2, 4)).unwrap();
+        let ids = enqueue_many(&spool, 2).await;
+        (ids[0], ids[1])
+    });
+    block_on(async {
+        let (spool, recovered) = Spool::open(opts(dir.path(), 0, 2)).unwrap();
+        let got: Vec<QueueId> = recovered.iter().map(|r| r.id).collect();
+        assert_eq!(got, vec![m, n]);
+        spool.record_outcome(m, &Outcome::Delivered).await.unwrap();
+    });
+    // Worker 2's old segments were adopted and are gone.
+    assert!(
+        scan::list_segments(dir.path())
+            .unwrap()
+            .iter()
+            .all(|s| s.worker == 0)
+    );
+    let mut all = Vec::new();
+    for w in 0..4 {
+        let d = dir.path().to_path_buf();
+        all.extend(block_on(async move {
+            let (_spool, recovered) = Spool::open(opts(&d, w, 4)).unwrap();
+            recovered.into_iter().map(|r| r.id).collect::<Vec<_>>()
+        }));
+    }
+    assert_eq!(
+        all,
+        vec![n],
+        "delivered message came back, or the live one was lost"
+    );
+}
+
+#[test]
+fn damage_in_an_older_segment_is_reported_not_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = SpoolOptions {
+        segment_size: 1,
+        ..opts(dir.path(), 0, 1)
+    };
+    let ids = block_on(async {
+        let (spool, _) = Spool::open(small.clone()).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let id = spool.next_id();
+            spool.enqueue(id, &envelope(i), &body(i)).await.unwrap();
+            ids.push(id);
+        }
+        ids
+    });
+    // Segments now: one message each, then an empty current one.
+    let names = scan::list_segments(dir.path()).unwrap();
+    let victim = dir.path().join(names[1].file_name());
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let len = bytes.len();
+    bytes[len - 5] ^= 0xff;
+    std::fs::write(&victim, &bytes).unwrap();
+    block_on(async {
+        let (_spool, recovered) = Spool::open(small).unwrap();
+        let got: Vec<QueueId> = recovered.iter().map(|r| r.id).collect();
+        assert_eq!(got, vec![ids[0], ids[2]]);
+    });
+    assert_eq!(
+        std::fs::read(&victim).unwrap().len(),
+        len,
+        "damaged file was modified"
+    );
+}

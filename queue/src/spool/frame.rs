@@ -8,6 +8,11 @@
 /// Bytes in a frame header.
 pub const HEADER: usize = 8;
 
+/// Smallest payload a record can have (version, kind, queue id; see
+/// [`crate::codec`]). A shorter frame is damage, never a record: in
+/// particular eight zero bytes, whose CRC32C matches, are not a frame.
+pub const MIN_PAYLOAD: usize = 2 + crate::QueueId::LEN;
+
 /// Largest payload accepted when scanning. Anything larger is damage: the
 /// receiver caps messages far below this.
 pub const MAX_PAYLOAD: usize = 1 << 30;
@@ -81,8 +86,14 @@ impl<'a> Iterator for Frames<'a> {
         }
         let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        if len > MAX_PAYLOAD {
-            self.damage = Some(Damage::Corrupt);
+        if len < MIN_PAYLOAD || len > MAX_PAYLOAD {
+            // Zeros to the end are a zero-filled tail (a file system may
+            // extend a file before the data lands): torn, not corrupt.
+            self.damage = Some(if rest.iter().all(|&b| b == 0) {
+                Damage::Torn
+            } else {
+                Damage::Corrupt
+            });
             return None;
         }
         if rest.len() < HEADER + len {
@@ -120,15 +131,18 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let data = segment(&[b"one", b"", b"three"]);
+        let data = segment(&[b"first record", b"second record", b"3rd record!!"]);
         let got: Vec<_> = Frames::new(&data).map(|(_, p)| p).collect();
-        assert_eq!(got, vec![&b"one"[..], b"", b"three"]);
+        assert_eq!(
+            got,
+            vec![&b"first record"[..], b"second record", b"3rd record!!"]
+        );
     }
 
     #[test]
     fn every_cut_is_a_torn_tail_at_a_frame_boundary() {
-        let data = segment(&[b"alpha", b"beta"]);
-        let first_end = HEADER + 5;
+        let data = segment(&[b"alpha record", b"beta record!"]);
+        let first_end = HEADER + 12;
         for cut in 0..data.len() {
             let mut f = Frames::new(&data[..cut]);
             let n = f.by_ref().count();
@@ -145,7 +159,7 @@ mod tests {
 
     #[test]
     fn flipped_byte_in_a_middle_frame_is_corruption() {
-        let mut data = segment(&[b"alpha", b"beta", b"gamma"]);
+        let mut data = segment(&[b"alpha record", b"beta record!", b"gamma record"]);
         data[HEADER + 2] ^= 0x40;
         let mut f = Frames::new(&data);
         assert_eq!(f.by_ref().count(), 0);
@@ -155,10 +169,28 @@ mod tests {
 
     #[test]
     fn absurd_length_is_corruption() {
-        let mut data = segment(&[b"x"]);
+        let mut data = segment(&[b"a whole record"]);
         data[..4].copy_from_slice(&u32::MAX.to_le_bytes());
         let mut f = Frames::new(&data);
         assert_eq!(f.next(), None);
+        assert_eq!(f.damage(), Some(Damage::Corrupt));
+    }
+
+    #[test]
+    fn zero_filled_tail_is_torn_and_short_frames_are_damage() {
+        let mut data = segment(&[b"a whole record"]);
+        let end = data.len();
+        data.extend_from_slice(&[0; 64]);
+        let mut f = Frames::new(&data);
+        assert_eq!(f.by_ref().count(), 1);
+        assert_eq!((f.damage(), f.valid_len()), (Some(Damage::Torn), end));
+
+        // An empty payload has a matching CRC (0) but is no record.
+        let mut data = segment(&[b"a whole record"]);
+        append(&mut data, |_| {});
+        data.extend_from_slice(&segment(&[b"after the bad"]));
+        let mut f = Frames::new(&data);
+        assert_eq!(f.by_ref().count(), 1);
         assert_eq!(f.damage(), Some(Damage::Corrupt));
     }
 }

@@ -65,7 +65,8 @@ struct Inner {
     ids: RefCell<IdGenerator>,
     st: RefCell<State>,
     dir: File,
-    _lock: File,
+    /// This worker's lock and those of the former workers it adopted.
+    _locks: Vec<File>,
     /// Commits (durable writes) done so far.
     commits: Cell<u64>,
 }
@@ -107,6 +108,8 @@ enum Effect {
 struct SegState {
     live: u32,
     pins: BTreeSet<SegmentName>,
+    /// Damaged beyond a torn tail: kept for an operator, never deleted.
+    keep: bool,
 }
 
 /// A group of records committed together.
@@ -137,80 +140,81 @@ impl Batch {
 }
 
 impl Spool {
-    /// Opens worker `opts.worker`'s part of the spool: takes its lock,
-    /// recovers the segments it owns (truncating a torn tail), deletes those
-    /// holding nothing live, starts a fresh segment and spawns the
-    /// committer. Returns the recovered messages that have no final outcome.
+    /// Opens worker `opts.worker`'s part of the spool: takes its locks,
+    /// recovers the segments it owns (truncating a torn tail), adopts the
+    /// segments of former workers, deletes segments holding nothing live,
+    /// starts a fresh segment and spawns the committer. Returns the
+    /// recovered messages that have no final outcome.
     ///
     /// Must be called inside the worker's monoio runtime.
     pub fn open(opts: SpoolOptions) -> io::Result<(Spool, Vec<ScannedMessage>)> {
-        std::fs::create_dir_all(&opts.dir)?;
-        let lock = lock_worker(&opts.dir, opts.worker)?;
+        create_dir_durably(&opts.dir)?;
+        let mut locks = vec![lock_worker(&opts.dir, opts.worker)?];
         let dir = File::open(&opts.dir)?;
         let owned: Vec<SegmentName> = scan::list_segments(&opts.dir)?
             .into_iter()
             .filter(|n| n.worker % opts.workers == opts.worker)
             .collect();
-        let scanned = scan::scan(&opts.dir, &owned, ScanOptions::default())?;
-        for (name, seg) in &scanned.segments {
-            if seg.valid_len < seg.file_len {
-                // A torn tail is the normal trace of a crash mid-write; a
-                // damaged middle loses the records after the damage. Either
-                // way nothing past valid_len was ever acknowledged as
-                // durable by a complete fsync of a valid frame, except in
-                // the corrupt case, which is reported loudly.
-                if seg.damage == Some(frame::Damage::Corrupt) {
-                    eprintln!(
-                        "verdant-queue: {name}: corrupt record at offset {}; {} bytes after it are dropped",
-                        seg.valid_len,
-                        seg.file_len - seg.valid_len
-                    );
-                }
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(opts.dir.join(name.file_name()))?;
-                f.set_len(seg.valid_len)?;
-                f.sync_all()?;
-            }
+        // Former workers' segments are modified below (copied, deleted):
+        // hold their locks too, so that no other process works on them.
+        let adopted: BTreeSet<u16> = owned
+            .iter()
+            .map(|n| n.worker)
+            .filter(|&w| w != opts.worker)
+            .collect();
+        for &w in &adopted {
+            locks.push(lock_worker(&opts.dir, w)?);
         }
-        let mut segments = BTreeMap::new();
-        for (name, seg) in &scanned.segments {
-            segments.insert(
-                *name,
-                SegState {
+        let scanned = scan::scan(&opts.dir, &owned, ScanOptions::default())?;
+        let torn_tails = repair_damage(&opts.dir, &scanned)?;
+        let mut segments: BTreeMap<SegmentName, SegState> = scanned
+            .segments
+            .iter()
+            .map(|(name, seg)| {
+                let state = SegState {
                     live: seg.live,
                     pins: seg.pins.clone(),
-                },
-            );
-        }
-        let mut live = HashMap::new();
-        let mut recovered = Vec::new();
-        let mut floor = 0;
-        for msg in scanned.messages.into_values() {
-            if msg.id.worker == opts.worker {
-                floor = floor.max(msg.id.micros);
-            }
-            if !msg.outcome.as_ref().is_some_and(Outcome::is_final) {
-                live.insert(msg.id, msg.segment);
-                recovered.push(msg);
-            }
-        }
-        recovered.sort_by_key(|m| m.id);
+                    keep: seg.damage.is_some() && !torn_tails.contains(name),
+                };
+                (*name, state)
+            })
+            .collect();
         let next_seq = owned
             .iter()
             .filter(|n| n.worker == opts.worker)
             .map(|n| n.seq + 1)
             .max()
             .unwrap_or(0);
-        let current = create_segment(
-            &opts.dir,
-            &dir,
-            SegmentName {
-                worker: opts.worker,
-                seq: next_seq,
-            },
-        )?;
-        segments.insert(current.name, SegState::default());
+        let name = SegmentName {
+            worker: opts.worker,
+            seq: next_seq,
+        };
+        let (file, mut len) = create_segment(&opts.dir, &dir, name)?;
+        segments.insert(name, SegState::default());
+
+        let mut live = HashMap::new();
+        let mut recovered = Vec::new();
+        for mut msg in scanned.messages.into_values() {
+            if msg.outcome.as_ref().is_some_and(Outcome::is_final) {
+                continue;
+            }
+            if msg.segment.worker != opts.worker {
+                // Adoption: copy the message (and its latest deferral) into
+                // this worker's own segment, so that every record about it
+                // from now on is this worker's, whatever the worker count
+                // becomes later. The old segment then holds nothing live.
+                len += copy_into(&file, len, &opts.dir, &msg)?;
+                segments.get_mut(&msg.segment).expect("scanned").live -= 1;
+                segments.get_mut(&name).expect("current").live += 1;
+                msg.segment = name;
+            }
+            live.insert(msg.id, msg.segment);
+            recovered.push(msg);
+        }
+        recovered.sort_by_key(|m| m.id);
+        // Ids continue above every id this worker ever wrote, outcomes
+        // included, so an old outcome can never match a new message.
+        let floor = scanned.highest.get(&opts.worker).copied().unwrap_or(0);
         let spool = Spool {
             inner: Rc::new(Inner {
                 ids: RefCell::new(IdGenerator::new(opts.worker, floor)),
@@ -220,18 +224,24 @@ impl Spool {
                     batch: Rc::default(),
                     spare: Vec::new(),
                     committer: None,
-                    current,
+                    current: Current {
+                        name,
+                        file: Rc::new(monoio::fs::File::from_std(file)?),
+                        len,
+                    },
                     next_seq: next_seq + 1,
                     segments,
                     live,
                 }),
                 opts,
                 dir,
-                _lock: lock,
+                _locks: locks,
                 commits: Cell::new(0),
             }),
         };
-        spool.inner.collect_garbage()?;
+        if let Err(e) = spool.inner.collect_garbage() {
+            eprintln!("verdant-queue: cannot delete finished segments yet: {e}");
+        }
         monoio::spawn(committer(Rc::downgrade(&spool.inner)));
         Ok((spool, recovered))
     }
@@ -339,6 +349,7 @@ impl Inner {
                     .find(|(name, s)| {
                         **name != st.current.name
                             && s.live == 0
+                            && !s.keep
                             && s.pins.iter().all(|p| !st.segments.contains_key(p))
                     })
                     .map(|(name, _)| *name)
@@ -346,7 +357,11 @@ impl Inner {
             let Some(victim) = victim else {
                 return Ok(());
             };
-            std::fs::remove_file(self.opts.dir.join(victim.file_name()))?;
+            match std::fs::remove_file(self.opts.dir.join(victim.file_name())) {
+                // Removed before a failed directory sync: sync again below.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                r => r?,
+            }
             // Deletions must reach the disk in order: a segment that pins
             // this one may go next, and must not outlive it after a crash.
             self.dir.sync_all()?;
@@ -357,18 +372,24 @@ impl Inner {
     /// Starts a new segment after the current one filled up or failed.
     fn rotate(&self) -> io::Result<()> {
         let name = {
-            let st = self.st.borrow();
-            SegmentName {
-                worker: self.opts.worker,
-                seq: st.next_seq,
-            }
-        };
-        let current = create_segment(&self.opts.dir, &self.dir, name)?;
-        {
+            // Advance first: if creation fails half-way (file made, sync
+            // failed), the next attempt must not collide with that file.
             let mut st = self.st.borrow_mut();
             st.next_seq += 1;
+            SegmentName {
+                worker: self.opts.worker,
+                seq: st.next_seq - 1,
+            }
+        };
+        let (file, len) = create_segment(&self.opts.dir, &self.dir, name)?;
+        {
+            let mut st = self.st.borrow_mut();
             st.segments.insert(name, SegState::default());
-            st.current = current;
+            st.current = Current {
+                name,
+                file: Rc::new(monoio::fs::File::from_std(file)?),
+                len,
+            };
         }
         self.collect_garbage()
     }
@@ -449,19 +470,27 @@ async fn committer(weak: Weak<Inner>) {
                 // After a failed write or fsync the file's tail is unknown
                 // (and the kernel may have dropped the dirty pages): cut it
                 // back to what was durable and continue in a new segment.
+                // The cut is synced: otherwise complete frames of this batch,
+                // which was answered 451, could come back after a crash.
                 let cut = OpenOptions::new()
                     .write(true)
                     .open(inner.opts.dir.join(name.file_name()))
-                    .and_then(|f| f.set_len(offset));
-                if let Err(e) = cut.and_then(|()| inner.rotate()) {
-                    eprintln!("verdant-queue: cannot recover from the failed commit: {e}");
+                    .and_then(|f| f.set_len(offset).and_then(|()| f.sync_all()));
+                if let Err(e) = cut {
+                    eprintln!(
+                        "verdant-queue: cannot cut {name} back to {offset} bytes: {e}; messages answered 451 may be delivered twice"
+                    );
+                }
+                // Never write to that file again.
+                if let Err(e) = inner.rotate() {
+                    eprintln!("verdant-queue: cannot start a new segment: {e}");
                 }
             }
         }
     }
 }
 
-fn create_segment(dir: &Path, dir_file: &File, name: SegmentName) -> io::Result<Current> {
+fn create_segment(dir: &Path, dir_file: &File, name: SegmentName) -> io::Result<(File, u64)> {
     let path = dir.join(name.file_name());
     // O_DSYNC: a write returns only once its data (and the metadata needed
     // to read it back) is on stable storage, exactly what write + fdatasync
@@ -475,11 +504,77 @@ fn create_segment(dir: &Path, dir_file: &File, name: SegmentName) -> io::Result<
         .open(&path)?;
     // The new name must be durable before any record in it is acknowledged.
     dir_file.sync_all()?;
-    Ok(Current {
-        name,
-        file: Rc::new(monoio::fs::File::from_std(file)?),
-        len: 0,
-    })
+    Ok((file, 0))
+}
+
+/// Copies a live message (and its latest deferral) to the end of `file` at
+/// `at`; returns the bytes written. The file is O_DSYNC: durable on return.
+fn copy_into(file: &File, at: u64, dir: &Path, msg: &ScannedMessage) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let body = scan::read_body(dir, msg)?;
+    let mut buf = Vec::with_capacity(body.len() + 256);
+    frame::append(&mut buf, |o| {
+        codec::encode_message(o, msg.id, &msg.envelope, &body)
+    });
+    if let Some(outcome) = &msg.outcome {
+        frame::append(&mut buf, |o| codec::encode_outcome(o, msg.id, outcome));
+    }
+    file.write_all_at(&buf, at)?;
+    Ok(buf.len() as u64)
+}
+
+/// Deals with damage found at start-up. A torn tail in a worker's newest
+/// segment is the normal trace of a crash in the middle of a write: nothing
+/// in it was acknowledged, and it is cut off. Anything else (a bad record
+/// in the middle, or a torn record in a segment that was complete before
+/// its successor began) is damage: reported loudly, and the file is left as
+/// it is for an operator to look at; the records after the damage are not
+/// recovered. Returns the segments whose torn tail was cut off.
+fn repair_damage(dir: &Path, scanned: &scan::Scan) -> io::Result<BTreeSet<SegmentName>> {
+    let mut cut = BTreeSet::new();
+    let mut newest: HashMap<u16, SegmentName> = HashMap::new();
+    for name in scanned.segments.keys() {
+        newest.insert(name.worker, *name);
+    }
+    for (name, seg) in &scanned.segments {
+        match seg.damage {
+            None => {}
+            Some(frame::Damage::Torn) if newest.get(&name.worker) == Some(name) => {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(dir.join(name.file_name()))?;
+                f.set_len(seg.valid_len)?;
+                f.sync_all()?;
+                cut.insert(*name);
+            }
+            Some(damage) => eprintln!(
+                "verdant-queue: {name}: damaged record ({damage:?}) at offset {}; the {} bytes after it are not recovered and the file is kept for inspection",
+                seg.valid_len,
+                seg.file_len - seg.valid_len
+            ),
+        }
+    }
+    Ok(cut)
+}
+
+/// Creates the spool directory and makes each directory it created durable
+/// in its parent.
+fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut d = Some(dir);
+    while let Some(p) = d.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        missing.push(p.to_path_buf());
+        d = p.parent();
+    }
+    std::fs::create_dir_all(dir)?;
+    for created in missing {
+        let parent = match created.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// One process per worker part of a spool: a second server on the same

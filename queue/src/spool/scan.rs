@@ -112,6 +112,9 @@ pub struct Scan {
     pub messages: HashMap<QueueId, ScannedMessage>,
     /// Every segment scanned.
     pub segments: BTreeMap<SegmentName, ScannedSegment>,
+    /// The highest id stamp (microseconds) per worker among all records,
+    /// messages and outcomes: the floor for that worker's next ids.
+    pub highest: BTreeMap<u16, u64>,
     /// Records that failed to decode although their checksum matched
     /// (written by a newer version, or a bug): counted, never fatal.
     pub undecodable: u64,
@@ -138,7 +141,12 @@ pub fn scan(dir: &Path, names: &[SegmentName], opts: ScanOptions) -> io::Result<
         };
         let mut frames = Frames::new(&data);
         for (offset, payload) in frames.by_ref() {
-            match codec::decode(payload) {
+            let decoded = codec::decode(payload);
+            if let Ok(Record::Message { id, .. } | Record::Outcome { id, .. }) = &decoded {
+                let h = scan.highest.entry(id.worker).or_default();
+                *h = (*h).max(id.micros);
+            }
+            match decoded {
                 Ok(Record::Message { id, envelope, body }) => {
                     let body_offset = (offset + frame::HEADER + payload.len() - body.len()) as u64;
                     scan.messages.insert(
