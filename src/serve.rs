@@ -37,20 +37,23 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let cores = core_ids();
     // Each worker reports once: Ok when it listens, or its start-up error.
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
-    let mut handles = Vec::new();
+    // And once more when its thread ends, however it ends (panics included).
+    let (exit_tx, exit_rx) = mpsc::channel::<usize>();
     for worker in 0..workers {
         let settings = settings.clone();
         let session = session.clone();
         let limiter = limiter.clone();
         let ready = ready_tx.clone();
+        let exit = ExitNotice(exit_tx.clone(), worker);
         let core = if settings.server.pin_workers && !cores.is_empty() {
             Some(cores[worker % cores.len()])
         } else {
             None
         };
-        let handle = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name(format!("verdant-w{worker}"))
             .spawn(move || {
+                let _exit = exit;
                 if let Some(core) = core
                     && let Err(e) = monoio::utils::bind_to_cpu_set([core])
                 {
@@ -59,9 +62,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                 worker_main(worker, workers, settings, session, limiter, ready)
             })
             .context("spawning a worker thread")?;
-        handles.push(handle);
     }
     drop(ready_tx);
+    drop(exit_tx);
     for _ in 0..workers {
         let msg = ready_rx
             .recv()
@@ -79,10 +82,21 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             .join(", "),
         settings.spool.dir.display()
     );
-    for h in handles {
-        h.join().map_err(|_| anyhow!("a worker panicked"))?;
+    // Workers run forever; one that stops (a bug, a panic) takes the
+    // process down, so that a supervisor restarts it whole rather than it
+    // limping on with fewer cores. Acknowledged mail is safe in the spool.
+    let worker = exit_rx.recv().unwrap_or(0);
+    Err(anyhow!("worker {worker} stopped unexpectedly"))
+}
+
+/// Tells the main thread that a worker thread ended, on drop, so also when
+/// it unwinds from a panic.
+struct ExitNotice(mpsc::Sender<usize>, usize);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.0.send(self.1);
     }
-    Ok(())
 }
 
 fn worker_main(
@@ -162,6 +176,7 @@ fn worker_main(
             "worker {worker}: driver {driver}, {} message(s) recovered from the spool",
             recovered.len()
         )));
+        drop(ready);
         // Until the delivery engine exists, recovered messages stay in the
         // spool; they are live and listed by `verdant queue list`.
         let mut tasks = Vec::new();

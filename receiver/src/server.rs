@@ -57,8 +57,15 @@ pub async fn serve<Q: Queue + 'static>(listener: TcpListener, rx: Rc<Receiver<Q>
             }
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning.
-                eprintln!("verdant: accept failed: {e}");
-                monoio::time::sleep(Duration::from_millis(100)).await;
+                // Anything else (a client that reset before we accepted) is
+                // that client's problem only.
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
+                ) {
+                    eprintln!("verdant: accept failed: {e}; pausing 100 ms");
+                    monoio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
         }
     }
@@ -78,7 +85,8 @@ async fn handle<Q: Queue>(mut stream: TcpStream, peer: SocketAddr, rx: Rc<Receiv
                     rx.config.hostname
                 ),
             };
-            let _ = write_all(&mut stream, msg.into_bytes(), Duration::from_secs(5)).await;
+            // Short: a refused client must not hold a descriptor for long.
+            let _ = write_all(&mut stream, msg.into_bytes(), Duration::from_secs(1)).await;
             return;
         }
     };
@@ -93,6 +101,14 @@ async fn handle<Q: Queue>(mut stream: TcpStream, peer: SocketAddr, rx: Rc<Receiv
             match event {
                 Event::NeedMore => break false,
                 Event::Close => break true,
+                Event::Flush => {
+                    if flush(&mut stream, &mut session, rx.command_timeout)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
                 Event::Message => {
                     let id = rx.queue.next_id();
                     let (envelope, message) = session.message(id);
@@ -101,14 +117,11 @@ async fn handle<Q: Queue>(mut stream: TcpStream, peer: SocketAddr, rx: Rc<Receiv
                 }
             }
         };
-        if !session.output().is_empty() {
-            let out = std::mem::take(session.output());
-            let (res, mut out) = write_all(&mut stream, out, rx.command_timeout).await;
-            out.clear();
-            *session.output() = out;
-            if res.is_err() {
-                return;
-            }
+        if flush(&mut stream, &mut session, rx.command_timeout)
+            .await
+            .is_err()
+        {
+            return;
         }
         if close {
             let _ = stream.shutdown().await;
@@ -138,6 +151,18 @@ async fn handle<Q: Queue>(mut stream: TcpStream, peer: SocketAddr, rx: Rc<Receiv
             }
         }
     }
+}
+
+/// Writes the session's pending replies, if any.
+async fn flush(stream: &mut TcpStream, session: &mut Session, timeout: Duration) -> io::Result<()> {
+    if session.output().is_empty() {
+        return Ok(());
+    }
+    let out = std::mem::take(session.output());
+    let (res, mut out) = write_all(stream, out, timeout).await;
+    out.clear();
+    *session.output() = out;
+    res
 }
 
 /// Reads into the spare capacity of `buf`. `Ok(None)` when `timeout` passed

@@ -37,7 +37,15 @@ pub enum Event {
     Message,
     /// Write the output, then close the connection.
     Close,
+    /// Write the output, then feed the rest of the input (no read): the
+    /// replies to a long pipelined burst have reached [`FLUSH_AT`].
+    Flush,
 }
+
+/// Output size at which the session asks for a write before going on, so
+/// that a client pipelining commands whose replies are larger than they are
+/// (EHLO, HELP) cannot make us hold much more than this per connection.
+pub const FLUSH_AT: usize = 8 * 1024;
 
 #[derive(Debug)]
 enum Phase {
@@ -128,6 +136,9 @@ impl Session {
             match &mut self.phase {
                 Phase::Closed => return (input.len(), Event::Close),
                 Phase::Command => {
+                    if self.out.len() >= FLUSH_AT {
+                        return (i, Event::Flush);
+                    }
                     let rest = &input[i..];
                     let Some(pos) = memchr::memchr(b'\n', rest) else {
                         if rest.len() >= MAX_COMMAND_LINE {

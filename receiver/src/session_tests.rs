@@ -172,6 +172,7 @@ impl Setup {
                 match event {
                     Event::NeedMore => break false,
                     Event::Close => break true,
+                    Event::Flush => {}
                     Event::Message => {
                         let result = (self.queue)(offered);
                         offered += 1;
@@ -1357,4 +1358,38 @@ fn in_content_tracks_the_phase() {
     assert!(s.in_content());
     assert_eq!(s.feed(b"c\r\n"), (3, Event::NeedMore));
     assert!(!s.in_content());
+}
+
+/// Regression (review of issue 2): replies to a long pipelined burst are
+/// flushed every FLUSH_AT bytes, not all held until the input is used up.
+#[test]
+fn a_burst_of_large_replies_is_flushed_in_steps() {
+    let cfg = Rc::new(SessionConfig {
+        hostname: "mx.test".into(),
+        max_message_size: 10_000,
+        max_recipients: 10,
+        max_errors: 10,
+        client_networks: vec!["127.0.0.0/8".parse().unwrap()],
+    });
+    let mut s = Session::new(cfg, "127.0.0.1".parse().unwrap());
+    let burst = b"EHLO x\r\n".repeat(2000);
+    let mut at = 0;
+    let mut flushes = 0;
+    loop {
+        let (n, ev) = s.feed(&burst[at..]);
+        at += n;
+        let out = std::mem::take(s.output());
+        assert!(
+            out.len() < crate::session::FLUSH_AT + 512,
+            "{} bytes held",
+            out.len()
+        );
+        match ev {
+            Event::Flush => flushes += 1,
+            Event::NeedMore => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(at, burst.len());
+    assert!(flushes > 10, "{flushes} flushes");
 }

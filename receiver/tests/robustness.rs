@@ -125,6 +125,11 @@ fn mutated_dialogues_never_break_the_session() {
                 buf.drain(..n);
                 match ev {
                     Event::NeedMore => break,
+                    Event::Flush => {
+                        let out = std::mem::take(s.output());
+                        assert!(out.len() < 2 * verdant_receiver::session::FLUSH_AT);
+                        check_replies(&out);
+                    }
                     Event::Close => {
                         closed = true;
                         break;

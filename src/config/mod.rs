@@ -82,6 +82,10 @@ pub mod defaults {
     /// Smallest accepted `smtp.max_message_size`: below this not even the
     /// headers of a real message fit.
     pub const MIN_MESSAGE_SIZE: u64 = KIB;
+    /// Largest accepted `smtp.max_message_size`: a message is one spool
+    /// record, and the spool refuses records over 1 GiB as damage; this
+    /// leaves room for the envelope and our headers.
+    pub const MAX_MESSAGE_SIZE_LIMIT: u64 = 512 * MIB;
     /// Largest accepted `server.workers`; beyond this is surely a typo.
     pub const MAX_WORKERS: usize = 1024;
     /// Shortest accepted network timeout.
@@ -698,13 +702,16 @@ impl Settings {
             "smtp.max_message_size",
             defaults::MAX_MESSAGE_SIZE,
         )?;
-        if max_message_size < defaults::MIN_MESSAGE_SIZE {
+        if !(defaults::MIN_MESSAGE_SIZE..=defaults::MAX_MESSAGE_SIZE_LIMIT)
+            .contains(&max_message_size)
+        {
             return Err(cx.error(
                 mms_span.as_ref(),
                 "smtp.max_message_size",
                 format!(
-                    "must be at least {}, got {}",
+                    "must be between {} and {}, got {}",
                     format_size(defaults::MIN_MESSAGE_SIZE),
+                    format_size(defaults::MAX_MESSAGE_SIZE_LIMIT),
                     format_size(max_message_size)
                 ),
             ));

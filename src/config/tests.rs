@@ -279,7 +279,13 @@ fn validation_rules_name_field_and_line() {
             "[smtp]\nmax_message_size = 1023\n",
             "smtp.max_message_size",
             2,
-            "at least 1KiB",
+            "between 1KiB and 512MiB",
+        ),
+        (
+            "[smtp]\nmax_message_size = \"513MiB\"\n",
+            "smtp.max_message_size",
+            2,
+            "between 1KiB and 512MiB",
         ),
         (
             "[smtp]\nmax_recipients = 0\n",
@@ -347,6 +353,7 @@ fn validation_rules_name_field_and_line() {
         "[spool]\ncommit_window = \"100ms\"\n",
         "[spool]\ncommit_window = \"0s\"\n",
         "[smtp]\nmax_message_size = \"1KiB\"\n",
+        "[smtp]\nmax_message_size = \"512MiB\"\n",
         "[smtp]\ncommand_timeout = \"1s\"\ndata_timeout = \"1s\"\n",
         "[smtp]\nmax_connections = 7\nmax_connections_per_ip = 7\n",
     ] {

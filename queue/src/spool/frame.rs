@@ -86,7 +86,7 @@ impl<'a> Iterator for Frames<'a> {
         }
         let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        if len < MIN_PAYLOAD || len > MAX_PAYLOAD {
+        if !(MIN_PAYLOAD..=MAX_PAYLOAD).contains(&len) {
             // Zeros to the end are a zero-filled tail (a file system may
             // extend a file before the data lands): torn, not corrupt.
             self.damage = Some(if rest.iter().all(|&b| b == 0) {
