@@ -357,3 +357,30 @@ fn damage_in_an_older_segment_is_reported_not_truncated() {
         "damaged file was modified"
     );
 }
+
+#[test]
+fn damage_inside_the_newest_segment_is_saved_aside_then_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = block_on(async {
+        let (spool, _) = Spool::open(opts(dir.path(), 0, 1)).unwrap();
+        enqueue_many(&spool, 3).await
+    });
+    let names = scan::list_segments(dir.path()).unwrap();
+    let seg = dir.path().join(names.last().unwrap().file_name());
+    let s = scan::scan(dir.path(), &names, ScanOptions::default()).unwrap();
+    let second = s.messages[&ids[1]].body_offset;
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[second as usize + 3] ^= 0x55;
+    std::fs::write(&seg, &bytes).unwrap();
+    block_on(async {
+        let (_spool, recovered) = Spool::open(opts(dir.path(), 0, 1)).unwrap();
+        assert_eq!(recovered.iter().map(|m| m.id).collect::<Vec<_>>(), vec![ids[0]]);
+    });
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".damaged"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged tail was not saved");
+    assert!(std::fs::metadata(&seg).unwrap().len() < bytes.len() as u64);
+}

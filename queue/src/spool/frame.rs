@@ -102,9 +102,10 @@ impl<'a> Iterator for Frames<'a> {
         }
         let payload = &rest[HEADER..HEADER + len];
         if crc32c::crc32c(payload) != crc {
-            // A checksum failure on the last frame is a torn write whose
-            // length field made it to disk before its payload did.
-            self.damage = Some(if rest.len() == HEADER + len {
+            // A checksum failure on the last frame (nothing but zeros after
+            // it, as in a preallocated file) is a torn write whose header
+            // made it to disk before all of its payload did.
+            self.damage = Some(if rest[HEADER + len..].iter().all(|&b| b == 0) {
                 Damage::Torn
             } else {
                 Damage::Corrupt
@@ -180,6 +181,15 @@ mod tests {
     fn zero_filled_tail_is_torn_and_short_frames_are_damage() {
         let mut data = segment(&[b"a whole record"]);
         let end = data.len();
+        data.extend_from_slice(&[0; 64]);
+        let mut f = Frames::new(&data);
+        assert_eq!(f.by_ref().count(), 1);
+        assert_eq!((f.damage(), f.valid_len()), (Some(Damage::Torn), end));
+
+        // A frame cut short inside a zero-filled (preallocated) file.
+        let mut data = segment(&[b"a whole record", b"a torn record"]);
+        let n = data.len();
+        data[n - 4..].fill(0);
         data.extend_from_slice(&[0; 64]);
         let mut f = Frames::new(&data);
         assert_eq!(f.by_ref().count(), 1);

@@ -523,13 +523,14 @@ fn copy_into(file: &File, at: u64, dir: &Path, msg: &ScannedMessage) -> io::Resu
     Ok(buf.len() as u64)
 }
 
-/// Deals with damage found at start-up. A torn tail in a worker's newest
-/// segment is the normal trace of a crash in the middle of a write: nothing
-/// in it was acknowledged, and it is cut off. Anything else (a bad record
-/// in the middle, or a torn record in a segment that was complete before
-/// its successor began) is damage: reported loudly, and the file is left as
-/// it is for an operator to look at; the records after the damage are not
-/// recovered. Returns the segments whose torn tail was cut off.
+/// Deals with damage found at start-up. Only a worker's newest segment
+/// (the one being written at a crash) can end in an incomplete batch, and
+/// nothing in that batch was acknowledged: its tail is cut off. If that
+/// tail does not look like a cut-short write (damage in the middle), it is
+/// saved beside the segment first and reported. Damage in any older
+/// segment is reported, and the file is kept untouched for an operator;
+/// the records after the damage are not recovered. Returns the segments
+/// that were cut.
 fn repair_damage(dir: &Path, scanned: &scan::Scan) -> io::Result<BTreeSet<SegmentName>> {
     let mut cut = BTreeSet::new();
     let mut newest: HashMap<u16, SegmentName> = HashMap::new();
@@ -537,22 +538,32 @@ fn repair_damage(dir: &Path, scanned: &scan::Scan) -> io::Result<BTreeSet<Segmen
         newest.insert(name.worker, *name);
     }
     for (name, seg) in &scanned.segments {
-        match seg.damage {
-            None => {}
-            Some(frame::Damage::Torn) if newest.get(&name.worker) == Some(name) => {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(dir.join(name.file_name()))?;
-                f.set_len(seg.valid_len)?;
-                f.sync_all()?;
-                cut.insert(*name);
-            }
-            Some(damage) => eprintln!(
-                "verdant-queue: {name}: damaged record ({damage:?}) at offset {}; the {} bytes after it are not recovered and the file is kept for inspection",
-                seg.valid_len,
-                seg.file_len - seg.valid_len
-            ),
+        let Some(damage) = seg.damage else { continue };
+        let path = dir.join(name.file_name());
+        let lost = seg.file_len - seg.valid_len;
+        if newest.get(&name.worker) != Some(name) {
+            eprintln!(
+                "verdant-queue: {name}: damaged record ({damage:?}) at offset {}; the {lost} bytes after it are not recovered and the file is kept for inspection",
+                seg.valid_len
+            );
+            continue;
         }
+        if damage == frame::Damage::Corrupt {
+            let aside = dir.join(format!("{}.{}.damaged", name.file_name(), seg.valid_len));
+            let mut tail = std::fs::read(&path)?;
+            tail.drain(..seg.valid_len as usize);
+            std::fs::write(&aside, &tail)?;
+            File::open(&aside)?.sync_all()?;
+            eprintln!(
+                "verdant-queue: {name}: damaged record at offset {}; unless the machine crashed in the middle of a write, acknowledged messages may be lost; the {lost} bytes from there are saved in {}",
+                seg.valid_len,
+                aside.display()
+            );
+        }
+        let f = OpenOptions::new().write(true).open(&path)?;
+        f.set_len(seg.valid_len)?;
+        f.sync_all()?;
+        cut.insert(*name);
     }
     Ok(cut)
 }
