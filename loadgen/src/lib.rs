@@ -1,0 +1,2 @@
+//! Verdant's load generator and test sink.
+#![warn(missing_docs)]
