@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+mod delivery;
 mod envelope;
 mod id;
 pub mod inspect;
@@ -36,6 +37,7 @@ pub mod time;
 use std::future::Future;
 
 pub use codec::Record;
+pub use delivery::{Body, Delivery, Location};
 pub use envelope::{Envelope, Outcome};
 pub use id::{IdGenerator, ParseQueueIdError, QueueId};
 pub use spool::{Spool, SpoolOptions};

@@ -374,7 +374,10 @@ fn damage_inside_the_newest_segment_is_saved_aside_then_cut() {
     std::fs::write(&seg, &bytes).unwrap();
     block_on(async {
         let (_spool, recovered) = Spool::open(opts(dir.path(), 0, 1)).unwrap();
-        assert_eq!(recovered.iter().map(|m| m.id).collect::<Vec<_>>(), vec![ids[0]]);
+        assert_eq!(
+            recovered.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![ids[0]]
+        );
     });
     let aside: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -383,4 +386,25 @@ fn damage_inside_the_newest_segment_is_saved_aside_then_cut() {
         .collect();
     assert_eq!(aside.len(), 1, "the damaged tail was not saved");
     assert!(std::fs::metadata(&seg).unwrap().len() < bytes.len() as u64);
+}
+
+#[test]
+fn an_attached_consumer_gets_each_durable_message_once_with_its_location() {
+    on_both_drivers(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(opts(dir.path(), 0, 1)).unwrap();
+        spool.attach_consumer();
+        let ids = enqueue_many(&spool, 25).await;
+        let mut got = Vec::new();
+        while got.len() < ids.len() {
+            got.extend(spool.next_ready().await);
+        }
+        assert_eq!(got.iter().map(|d| d.id).collect::<Vec<_>>(), ids);
+        for d in &got {
+            let verdant_queue::Body::Memory(body) = &d.body else {
+                panic!("fresh message not in memory")
+            };
+            assert_eq!(spool.read_body(&d.location).unwrap(), body.to_vec());
+        }
+    });
 }

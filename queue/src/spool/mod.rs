@@ -19,7 +19,7 @@ pub mod frame;
 pub mod scan;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::future::poll_fn;
 use std::io;
@@ -30,6 +30,7 @@ use std::rc::{Rc, Weak};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use crate::delivery::{Body, Delivery, Location};
 use crate::id::IdGenerator;
 use crate::{Envelope, Outcome, Queue, QueueError, QueueId, codec};
 use scan::{ScanOptions, ScannedMessage, SegmentName};
@@ -69,6 +70,9 @@ struct Inner {
     _locks: Vec<File>,
     /// Commits (durable writes) done so far.
     commits: Cell<u64>,
+    /// A consumer (the delivery engine) takes new messages: keep a copy
+    /// of each in memory for it.
+    consumer: Cell<bool>,
 }
 
 struct State {
@@ -87,6 +91,10 @@ struct State {
     segments: BTreeMap<SegmentName, SegState>,
     /// Live messages and the segment holding each.
     live: HashMap<QueueId, SegmentName>,
+    /// Messages made durable since the consumer last looked.
+    ready: VecDeque<Delivery>,
+    /// The consumer's waker while it waits for `ready`.
+    consumer_waker: Option<Waker>,
 }
 
 struct Current {
@@ -98,10 +106,20 @@ struct Current {
 
 /// A record's effect on the bookkeeping, applied by the committer once the
 /// record is durable and before anything can delete its segment.
-#[derive(Clone, Copy)]
 enum Effect {
-    Message(QueueId),
-    Outcome { id: QueueId, is_final: bool },
+    /// A message record at `pos` in the pending buffer, whose raw content
+    /// is the last `len` bytes of its frame; `deliver` holds what the
+    /// consumer gets once it is durable (when a consumer is attached).
+    Message {
+        id: QueueId,
+        end: usize,
+        len: usize,
+        deliver: Option<(Envelope, Rc<[u8]>)>,
+    },
+    Outcome {
+        id: QueueId,
+        is_final: bool,
+    },
 }
 
 #[derive(Default)]
@@ -203,7 +221,9 @@ impl Spool {
                 // this worker's own segment, so that every record about it
                 // from now on is this worker's, whatever the worker count
                 // becomes later. The old segment then holds nothing live.
-                len += copy_into(&file, len, &opts.dir, &msg)?;
+                let (written, body_at) = copy_into(&file, len, &opts.dir, &msg)?;
+                len += written;
+                msg.body_offset = body_at;
                 segments.get_mut(&msg.segment).expect("scanned").live -= 1;
                 segments.get_mut(&name).expect("current").live += 1;
                 msg.segment = name;
@@ -232,11 +252,14 @@ impl Spool {
                     next_seq: next_seq + 1,
                     segments,
                     live,
+                    ready: VecDeque::new(),
+                    consumer_waker: None,
                 }),
                 opts,
                 dir,
                 _locks: locks,
                 commits: Cell::new(0),
+                consumer: Cell::new(false),
             }),
         };
         if let Err(e) = spool.inner.collect_garbage() {
@@ -256,6 +279,38 @@ impl Spool {
         self.inner
             .submit(effect, |o| codec::encode_outcome(o, id, outcome))
             .await
+    }
+
+    /// Makes this spool keep every newly accepted message for
+    /// [`Spool::next_ready`] (with its content in memory). Call once, before
+    /// accepting mail, on the worker that will deliver.
+    pub fn attach_consumer(&self) {
+        self.inner.consumer.set(true);
+    }
+
+    /// Waits until messages accepted since the last call are durable, and
+    /// returns them, oldest first.
+    pub async fn next_ready(&self) -> Vec<Delivery> {
+        poll_fn(|cx| {
+            let mut st = self.inner.st.borrow_mut();
+            if st.ready.is_empty() {
+                st.consumer_waker = Some(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(st.ready.drain(..).collect())
+            }
+        })
+        .await
+    }
+
+    /// Reads a message's content back from the spool. A plain positioned
+    /// read: the data is normally still in the page cache.
+    pub fn read_body(&self, loc: &Location) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let file = File::open(self.inner.opts.dir.join(loc.segment.file_name()))?;
+        let mut buf = vec![0; loc.len as usize];
+        file.read_exact_at(&mut buf, loc.offset)?;
+        Ok(buf)
     }
 
     /// Number of live messages in this worker's part of the spool.
@@ -285,10 +340,19 @@ impl Queue for Spool {
         envelope: &Envelope,
         message: &[u8],
     ) -> Result<(), QueueError> {
+        let deliver = self
+            .inner
+            .consumer
+            .get()
+            .then(|| (envelope.clone(), Rc::<[u8]>::from(message)));
+        let effect = Effect::Message {
+            id,
+            end: 0,
+            len: message.len(),
+            deliver,
+        };
         self.inner
-            .submit(Effect::Message(id), |o| {
-                codec::encode_message(o, id, envelope, message)
-            })
+            .submit(effect, |o| codec::encode_message(o, id, envelope, message))
             .await
     }
 }
@@ -303,6 +367,10 @@ impl Inner {
         let batch = {
             let mut st = self.st.borrow_mut();
             frame::append(&mut st.pending, encode);
+            let mut effect = effect;
+            if let Effect::Message { end, .. } = &mut effect {
+                *end = st.pending.len();
+            }
             st.effects.push(effect);
             if let Some(w) = st.committer.take() {
                 w.wake();
@@ -313,13 +381,32 @@ impl Inner {
     }
 
     /// Applies the effects of a batch just made durable in segment `seg`.
-    fn apply(&self, seg: SegmentName, effects: &[Effect]) {
+    fn apply(&self, seg: SegmentName, base: u64, effects: Vec<Effect>) {
         let mut st = self.st.borrow_mut();
-        for &effect in effects {
+        for effect in effects {
             match effect {
-                Effect::Message(id) => {
+                Effect::Message {
+                    id,
+                    end,
+                    len,
+                    deliver,
+                } => {
                     st.live.insert(id, seg);
                     st.segments.entry(seg).or_default().live += 1;
+                    if let Some((envelope, body)) = deliver {
+                        let location = Location {
+                            segment: seg,
+                            offset: base + (end - len) as u64,
+                            len: len as u64,
+                        };
+                        st.ready.push_back(Delivery {
+                            id,
+                            envelope,
+                            body: Body::Memory(body),
+                            location,
+                            outcome: None,
+                        });
+                    }
                 }
                 Effect::Outcome { id, is_final } => {
                     let msg_seg = if is_final {
@@ -451,7 +538,10 @@ async fn committer(weak: Weak<Inner>) {
                     st.current.len += len;
                     st.current.len >= inner.opts.segment_size
                 };
-                inner.apply(name, &effects);
+                inner.apply(name, offset, effects);
+                if let Some(w) = inner.st.borrow_mut().consumer_waker.take() {
+                    w.wake();
+                }
                 batch.complete(Ok(()));
                 let collected = if full {
                     inner.rotate()
@@ -509,18 +599,20 @@ fn create_segment(dir: &Path, dir_file: &File, name: SegmentName) -> io::Result<
 
 /// Copies a live message (and its latest deferral) to the end of `file` at
 /// `at`; returns the bytes written. The file is O_DSYNC: durable on return.
-fn copy_into(file: &File, at: u64, dir: &Path, msg: &ScannedMessage) -> io::Result<u64> {
+/// Also returns the new offset of the message's content.
+fn copy_into(file: &File, at: u64, dir: &Path, msg: &ScannedMessage) -> io::Result<(u64, u64)> {
     use std::os::unix::fs::FileExt;
     let body = scan::read_body(dir, msg)?;
     let mut buf = Vec::with_capacity(body.len() + 256);
     frame::append(&mut buf, |o| {
         codec::encode_message(o, msg.id, &msg.envelope, &body)
     });
+    let body_at = at + (buf.len() - body.len()) as u64;
     if let Some(outcome) = &msg.outcome {
         frame::append(&mut buf, |o| codec::encode_outcome(o, msg.id, outcome));
     }
     file.write_all_at(&buf, at)?;
-    Ok(buf.len() as u64)
+    Ok((buf.len() as u64, body_at))
 }
 
 /// Deals with damage found at start-up. Only a worker's newest segment
