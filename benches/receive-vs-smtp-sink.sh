@@ -28,7 +28,10 @@ cleanup() { kill "${vpid:-}" "${spid:-}" 2>/dev/null || true; wait 2>/dev/null |
 trap cleanup EXIT
 
 WORKERS=${WORKERS:-0}
-target/release/verdant serve --workers "$WORKERS" --listen 127.0.0.1:$VERDANT_PORT --spool "$work/spool" 2>"$work/verdant.log" &
+# Receive only: this measures accepting mail, and delivery would look up
+# the recipients' domains in DNS.
+printf '[delivery]\nenabled = false\n' > "$work/verdant.toml"
+target/release/verdant serve --config "$work/verdant.toml" --workers "$WORKERS" --listen 127.0.0.1:$VERDANT_PORT --spool "$work/spool" 2>"$work/verdant.log" &
 vpid=$!
 if [ "$(id -u)" = 0 ]; then sink_user=(-u nobody); else sink_user=(); fi
 smtp-sink "${sink_user[@]}" 127.0.0.1:$SINK_PORT 1024 &

@@ -54,6 +54,22 @@ struct ServeArgs {
     /// Worker threads, one runtime each (0: one per core).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// Static route, DOMAIN (or *) to HOST:PORT (repeatable; added to
+    /// delivery.routes).
+    #[arg(long, value_name = "DOMAIN=HOST:PORT", value_parser = parse_route)]
+    route: Vec<(String, SocketAddr)>,
+    /// DNS server for MX lookups (repeatable; replaces delivery.nameservers).
+    #[arg(long, value_name = "HOST:PORT")]
+    dns: Vec<SocketAddr>,
+}
+
+fn parse_route(s: &str) -> Result<(String, SocketAddr), String> {
+    let (domain, addr) = s.split_once('=').ok_or("expected DOMAIN=HOST:PORT")?;
+    let addr = addr.parse().map_err(|e| format!("{addr:?}: {e}"))?;
+    if domain.is_empty() {
+        return Err("empty domain".into());
+    }
+    Ok((domain.to_string(), addr))
 }
 
 #[derive(Subcommand)]
@@ -82,16 +98,19 @@ enum QueueCommand {
 }
 
 impl ConfigArgs {
-    fn settings(
-        &self,
-        listen: Vec<SocketAddr>,
-        workers: Option<usize>,
-    ) -> anyhow::Result<config::Settings> {
+    fn settings(&self, overrides: config::Overrides) -> anyhow::Result<config::Settings> {
+        if let Some(w) = overrides.workers
+            && w > config::defaults::MAX_WORKERS
+        {
+            anyhow::bail!(
+                "--workers: at most {}, got {w}",
+                config::defaults::MAX_WORKERS
+            );
+        }
         let mut settings = config::load(self.config.as_deref())?;
         settings.apply(&config::Overrides {
-            listen,
             spool: self.spool.clone(),
-            workers,
+            ..overrides
         });
         Ok(settings)
     }
@@ -102,16 +121,22 @@ fn main() {
     let result = match cli.command {
         Command::Serve(args) => args
             .config
-            .settings(args.listen, args.workers)
+            .settings(config::Overrides {
+                listen: args.listen,
+                workers: args.workers,
+                routes: args.route,
+                nameservers: args.dns,
+                ..Default::default()
+            })
             .and_then(serve::run),
         Command::Config(ConfigCommand::Check(args)) => args
-            .settings(Vec::new(), None)
+            .settings(config::Overrides::default())
             .map(|s| print!("{}", s.to_toml())),
         Command::Queue(QueueCommand::List { config, json }) => config
-            .settings(Vec::new(), None)
+            .settings(config::Overrides::default())
             .and_then(|s| queue_cmd::list(&s.spool.dir, json)),
         Command::Queue(QueueCommand::Show { config, id }) => config
-            .settings(Vec::new(), None)
+            .settings(config::Overrides::default())
             .and_then(|s| queue_cmd::show(&s.spool.dir, &id)),
     };
     if let Err(e) = result {

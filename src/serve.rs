@@ -8,7 +8,13 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use anyhow::{Context, anyhow};
-use verdant_queue::{Spool, SpoolOptions};
+use verdant_engine::conn::Timeouts;
+use verdant_engine::dns::{DnsConfig, DnsHandle, DnsService};
+use verdant_engine::engine::{Engine, EngineConfig};
+use verdant_engine::log::DeliveryLog;
+use verdant_engine::retry::RetryPolicy;
+use verdant_engine::route::Routes;
+use verdant_queue::{Delivery, Spool, SpoolOptions};
 use verdant_receiver::{ConnLimiter, Receiver, SessionConfig};
 
 use crate::config::Settings;
@@ -34,6 +40,11 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         max_errors: settings.smtp.max_errors,
         client_networks: settings.smtp.client_networks.clone(),
     };
+    let delivery = if settings.delivery.enabled {
+        Some(delivery_setup(&settings)?)
+    } else {
+        None
+    };
     let cores = core_ids();
     // Each worker reports once: Ok when it listens, or its start-up error.
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
@@ -43,6 +54,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         let settings = settings.clone();
         let session = session.clone();
         let limiter = limiter.clone();
+        let delivery = delivery.clone();
         let ready = ready_tx.clone();
         let exit = ExitNotice(exit_tx.clone(), worker);
         let core = if settings.server.pin_workers && !cores.is_empty() {
@@ -59,7 +71,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                 {
                     eprintln!("verdant: worker {worker}: cannot pin to core {core}: {e:?}");
                 }
-                worker_main(worker, workers, settings, session, limiter, ready)
+                worker_main(worker, workers, settings, session, limiter, delivery, ready)
             })
             .context("spawning a worker thread")?;
     }
@@ -105,6 +117,7 @@ fn worker_main(
     settings: Settings,
     session: SessionConfig,
     limiter: Arc<ConnLimiter>,
+    delivery: Option<(EngineConfig, Option<DnsHandle>)>,
     ready: mpsc::Sender<anyhow::Result<String>>,
 ) {
     // Only this thread submits to its ring, and it needs no interrupt to
@@ -165,6 +178,21 @@ fn worker_main(
                 }
             }
         }
+        let engine = match delivery {
+            Some((cfg, dns)) => match DeliveryLog::open(settings.delivery.log.as_deref()) {
+                Ok(log) => Some(Engine::new(Rc::new(cfg), spool.clone(), dns, log)),
+                Err(e) => {
+                    let _ = ready.send(Err(anyhow!("worker {worker}: cannot open the delivery log: {e}")));
+                    return;
+                }
+            },
+            None => None,
+        };
+        let recovered_count = recovered.len();
+        if let Some(engine) = &engine {
+            let recovered = recovered.into_iter().map(Delivery::recovered).collect();
+            monoio::spawn(engine.clone().run(recovered));
+        }
         let rx = Rc::new(Receiver {
             config: Rc::new(session),
             command_timeout: settings.smtp.command_timeout,
@@ -173,12 +201,10 @@ fn worker_main(
             limiter,
         });
         let _ = ready.send(Ok(format!(
-            "worker {worker}: driver {driver}, {} message(s) recovered from the spool",
-            recovered.len()
+            "worker {worker}: driver {driver}, {recovered_count} message(s) recovered from the spool, delivery {}",
+            if engine.is_some() { "on" } else { "off" }
         )));
         drop(ready);
-        // Until the delivery engine exists, recovered messages stay in the
-        // spool; they are live and listed by `verdant queue list`.
         let mut tasks = Vec::new();
         for l in listeners {
             tasks.push(monoio::spawn(verdant_receiver::serve(l, rx.clone())));
@@ -187,6 +213,56 @@ fn worker_main(
             t.await;
         }
     });
+}
+
+/// The delivery engine's settings for every worker, and the DNS service
+/// (one thread for the process) they share.
+fn delivery_setup(settings: &Settings) -> anyhow::Result<(EngineConfig, Option<DnsHandle>)> {
+    let d = &settings.delivery;
+    let mut nameservers = d.nameservers.clone();
+    if nameservers.is_empty() {
+        nameservers = system_nameservers();
+    }
+    let dns = if nameservers.is_empty() {
+        eprintln!(
+            "verdant: no DNS server configured or in /etc/resolv.conf: only static routes work"
+        );
+        None
+    } else {
+        let mut cfg = DnsConfig::new(nameservers);
+        cfg.mx_port = d.mx_port;
+        Some(DnsService::start(cfg).context("starting the DNS service")?)
+    };
+    let workers = settings.server.workers.max(1);
+    let cfg = EngineConfig {
+        hostname: settings.server.hostname.clone(),
+        routes: Routes::new(d.routes.iter().map(|(dom, a)| (dom.clone(), vec![*a]))),
+        timeouts: Timeouts {
+            connect: d.connect_timeout,
+            command: d.command_timeout,
+            data: d.data_timeout,
+        },
+        // The limit is for the whole server; each worker takes its share.
+        max_connections: d.max_connections_per_destination.div_ceil(workers),
+        max_messages_per_connection: d.max_messages_per_connection,
+        idle_timeout: d.idle_timeout,
+        retry: RetryPolicy {
+            initial: d.retry_initial,
+            max: d.retry_max,
+            give_up: d.give_up,
+        },
+    };
+    Ok((cfg, dns))
+}
+
+/// The `nameserver` lines of /etc/resolv.conf, port 53.
+fn system_nameservers() -> Vec<std::net::SocketAddr> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .collect()
 }
 
 /// The cores this process may run on, for pinning.

@@ -54,7 +54,8 @@ pub trait Queue {
 
     /// Makes the message durable. Resolves `Ok` only once the message would
     /// survive a crash of the process or the machine; an `Err` means it was
-    /// not accepted and the client must be told to retry (451 4.3.0).
+    /// not accepted: the client is told to retry (451 4.3.0), or gets the
+    /// reply of a [`QueueError::Rejected`].
     fn enqueue(
         &self,
         id: QueueId,
@@ -69,6 +70,14 @@ pub enum QueueError {
     /// Writing or syncing the storage failed.
     #[error("queue storage failed: {0}")]
     Storage(std::io::ErrorKind),
+    /// The queue refuses this message on purpose (`verdant sink` injecting
+    /// failures; a backend with a policy). The text is the whole SMTP reply
+    /// line the client gets, without CRLF, e.g. `554 5.7.1 go away` or
+    /// `451 4.7.1 try later`. The receiver sends it verbatim if it is one
+    /// line starting with a 4xx or 5xx code, and 451 4.3.0 otherwise (see
+    /// `verdant_receiver::policy::is_refusal`).
+    #[error("queue refused the message: {0}")]
+    Rejected(String),
 }
 
 /// Microseconds since the Unix epoch.

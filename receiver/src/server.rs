@@ -16,7 +16,7 @@ use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use verdant_queue::Queue;
 
 use crate::limiter::{ConnLimiter, Refused};
-use crate::policy::SessionConfig;
+use crate::policy::{RecipientHook, SessionConfig};
 use crate::session::{Event, Session};
 
 /// Bytes requested per read.
@@ -53,7 +53,7 @@ pub async fn serve<Q: Queue + 'static>(listener: TcpListener, rx: Rc<Receiver<Q>
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                monoio::spawn(handle(stream, peer, rx.clone()));
+                monoio::spawn(serve_connection(stream, peer, rx.clone(), None));
             }
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning.
@@ -71,7 +71,17 @@ pub async fn serve<Q: Queue + 'static>(listener: TcpListener, rx: Rc<Receiver<Q>
     }
 }
 
-async fn handle<Q: Queue>(mut stream: TcpStream, peer: SocketAddr, rx: Rc<Receiver<Q>>) {
+/// Runs one SMTP session on an accepted connection until it ends: what
+/// [`serve`] spawns per connection (with no hook). Public so that a program
+/// with its own accept loop (`verdant sink`, which counts connections and
+/// stops accepting on shutdown) runs exactly the receiver's session loop;
+/// `recipients` is then set on the session (see [`RecipientHook`]).
+pub async fn serve_connection<Q: Queue>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    rx: Rc<Receiver<Q>>,
+    recipients: Option<Rc<dyn RecipientHook>>,
+) {
     let _permit = match rx.limiter.admit(peer.ip()) {
         Ok(p) => p,
         Err(why) => {
@@ -92,6 +102,9 @@ async fn handle<Q: Queue>(mut stream: TcpStream, peer: SocketAddr, rx: Rc<Receiv
     };
     let _ = stream.set_nodelay(true);
     let mut session = Session::new(rx.config.clone(), peer.ip());
+    if let Some(hook) = recipients {
+        session.set_recipient_hook(hook);
+    }
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut start = 0;
     loop {

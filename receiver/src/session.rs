@@ -19,7 +19,7 @@ use smtp_proto::{Error as ParseError, Request};
 use verdant_queue::{Envelope, QueueError, QueueId};
 
 use crate::data::{ContentError, Scanned, Scanner};
-use crate::policy::SessionConfig;
+use crate::policy::{self, FALLBACK_RCPT_REFUSAL, RecipientHook, SessionConfig};
 
 /// Longest command line, with its CRLF (RFC 5321 §4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -93,6 +93,8 @@ pub struct Session {
     body: Vec<u8>,
     envelope: Envelope,
     out: Vec<u8>,
+    /// Set by [`Session::set_recipient_hook`]; none by default.
+    recipient_hook: Option<Rc<dyn RecipientHook>>,
 }
 
 impl Session {
@@ -110,10 +112,17 @@ impl Session {
             body: Vec::new(),
             envelope: Envelope::default(),
             out: Vec::with_capacity(512),
+            recipient_hook: None,
         };
         let greeting = format!("220 {} ESMTP Verdant\r\n", s.cfg.hostname);
         s.out.extend_from_slice(greeting.as_bytes());
         s
+    }
+
+    /// Lets `hook` refuse recipients at RCPT, with the contract of
+    /// [`RecipientHook`] (for `verdant sink`; the server sets none).
+    pub fn set_recipient_hook(&mut self, hook: Rc<dyn RecipientHook>) {
+        self.recipient_hook = Some(hook);
     }
 
     /// Replies waiting to be written. The I/O loop writes and clears them.
@@ -234,6 +243,9 @@ impl Session {
     pub fn queued(&mut self, id: QueueId, result: Result<(), QueueError>) {
         match result {
             Ok(()) => self.reply(&format!("250 2.0.0 Ok: queued as {id}")),
+            // A refusal the queue chose (`verdant sink`), sent as it is if it
+            // is a well-formed 4xx/5xx line; anything else falls to the 451.
+            Err(QueueError::Rejected(reply)) if policy::is_refusal(&reply) => self.reply(&reply),
             // The message was not accepted: the client keeps it and retries.
             Err(_) => self.reply("451 4.3.0 Error: queue file write error, try again later"),
         }
@@ -440,6 +452,15 @@ impl Session {
         if tx.recipients.len() >= self.cfg.max_recipients {
             // RFC 5321 §4.5.3.1.10: 452, the client sends the rest later.
             self.reply("452 4.5.3 Error: too many recipients");
+            return;
+        }
+        // Last, so that the hook only sees recipients we would accept.
+        // Not `self.error`: the refusal is ours, not the client's fault.
+        if let Some(hook) = &self.recipient_hook
+            && let Some(reply) = hook.check(&to.address)
+        {
+            let ok = policy::is_refusal(&reply);
+            self.reply(if ok { &reply } else { FALLBACK_RCPT_REFUSAL });
             return;
         }
         tx.recipients.push(to.address);

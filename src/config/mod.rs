@@ -21,6 +21,10 @@
 //! own layout (for `verdant config check`); its output parses back to equal
 //! settings.
 
+mod delivery;
+
+pub use delivery::{DeliverySettings, RawDelivery};
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -201,6 +205,9 @@ pub struct RawConfig {
     /// `[smtp]`
     #[serde(default)]
     pub smtp: RawSmtp,
+    /// `[delivery]`
+    #[serde(default)]
+    pub delivery: RawDelivery,
 }
 
 /// `[server]` as written.
@@ -343,6 +350,8 @@ pub struct Settings {
     pub spool: SpoolSettings,
     /// `[smtp]`
     pub smtp: SmtpSettings,
+    /// `[delivery]`
+    pub delivery: DeliverySettings,
 }
 
 /// `[server]`: sockets and threads.
@@ -399,6 +408,10 @@ pub struct Overrides {
     pub spool: Option<PathBuf>,
     /// Replaces `server.workers`; 0 means one per core.
     pub workers: Option<usize>,
+    /// Added to (and override) `delivery.routes`.
+    pub routes: Vec<(String, SocketAddr)>,
+    /// Non-empty replaces `delivery.nameservers`.
+    pub nameservers: Vec<SocketAddr>,
 }
 
 /// Reads and validates the configuration. `None` means defaults only (no file
@@ -612,7 +625,9 @@ impl Settings {
             server,
             spool,
             smtp,
+            delivery,
         } = raw;
+        let delivery = cx.delivery(delivery)?;
 
         // [server]
         let (listen, listen_span) = cx.list(
@@ -790,6 +805,7 @@ impl Settings {
                 data_timeout,
                 max_errors,
             },
+            delivery,
         })
     }
 
@@ -808,6 +824,14 @@ impl Settings {
             } else {
                 workers
             };
+        }
+        for (domain, addr) in &o.routes {
+            self.delivery
+                .routes
+                .insert(domain.to_ascii_lowercase(), *addr);
+        }
+        if !o.nameservers.is_empty() {
+            self.delivery.nameservers = o.nameservers.clone();
         }
     }
 
@@ -852,6 +876,7 @@ impl Settings {
                 data_timeout: dur(self.smtp.data_timeout),
                 max_errors: v(self.smtp.max_errors),
             },
+            delivery: self.delivery.to_raw(),
         };
         toml::to_string(&raw).expect("plain strings, integers and booleans always serialize")
     }

@@ -112,8 +112,46 @@ max_errors = 3
             data_timeout: Duration::from_secs(120),
             max_errors: 3,
         },
+        // Not in this file: the defaults (see delivery_section below).
+        delivery: parse("").unwrap().delivery,
     };
     assert_eq!(s, expected);
+}
+
+#[test]
+fn delivery_section() {
+    let d = parse("").unwrap().delivery;
+    assert!(d.enabled);
+    assert_eq!(d.mx_port, 25);
+    assert_eq!(d.retry_initial, Duration::from_secs(300));
+    assert_eq!(d.log, Some(PathBuf::from("./var/log/delivery.log")));
+    let src = r#"[delivery]
+enabled = false
+routes = { "Example.NET" = "127.0.0.1:2626", "*" = "[::1]:25" }
+nameservers = ["127.0.0.1:5353"]
+mx_port = 2525
+retry_initial = "1s"
+retry_max = "2s"
+give_up = "10s"
+log = ""
+"#;
+    let d = parse(src).unwrap().delivery;
+    assert!(!d.enabled);
+    assert_eq!(d.routes["example.net"], "127.0.0.1:2626".parse().unwrap());
+    assert_eq!(d.routes["*"], "[::1]:25".parse().unwrap());
+    assert_eq!(d.nameservers, vec!["127.0.0.1:5353".parse().unwrap()]);
+    assert_eq!((d.mx_port, d.log.clone()), (2525, None));
+    // Round trip through config check's output.
+    let s = parse(src).unwrap();
+    assert_eq!(parse(&s.to_toml()).unwrap(), s);
+    for (bad, field, line) in [
+        ("[delivery]\nroutes = { \"a.test\" = \"nowhere\" }\n", "delivery.routes.a.test", 2),
+        ("[delivery]\n\nmx_port = 0\n", "delivery.mx_port", 3),
+        ("[delivery]\nretry_initial = \"1m\"\nretry_max = \"10s\"\n", "delivery.retry_max", 3),
+        ("[delivery]\nnameservers = [\"dns.example\"]\n", "delivery.nameservers", 2),
+    ] {
+        assert_invalid(bad, field, line, "");
+    }
 }
 
 #[test]
@@ -483,6 +521,7 @@ fn overrides() {
         listen: listen.clone(),
         spool: Some("/tmp/spool".into()),
         workers: Some(7),
+        ..Default::default()
     });
     assert_eq!(s.server.listen, listen);
     assert_eq!(s.spool.dir, PathBuf::from("/tmp/spool"));

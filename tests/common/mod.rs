@@ -53,6 +53,9 @@ pub struct Opts<'a> {
     pub config: &'a str,
     pub workers: usize,
     pub addr: Option<SocketAddr>,
+    /// Run the delivery engine. Off by default: receive tests keep their
+    /// mail in the spool, and no test may ask a DNS server off this machine.
+    pub deliver: bool,
 }
 
 impl<'a> Opts<'a> {
@@ -63,6 +66,7 @@ impl<'a> Opts<'a> {
             config: "",
             workers: 2,
             addr: None,
+            deliver: false,
         }
     }
 }
@@ -72,7 +76,11 @@ impl Server {
     pub fn start(o: Opts<'_>) -> Server {
         let addr = o.addr.unwrap_or_else(free_addr);
         let conf = o.spool.with_extension("toml");
-        std::fs::write(&conf, o.config).unwrap();
+        let mut text = o.config.to_string();
+        if !o.deliver {
+            text.push_str("\n[delivery]\nenabled = false\n");
+        }
+        std::fs::write(&conf, text).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .arg("--config")

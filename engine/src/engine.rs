@@ -1,0 +1,405 @@
+//! The delivery engine of one worker: takes messages from the worker's
+//! queue, routes each recipient group, hands the groups to destination
+//! queues ([`crate::dest`]), and turns the per-recipient results into the
+//! message's outcome: delivered, deferred for a retry, or bounced.
+//!
+//! Everything here lives on the worker's runtime: a message received on
+//! core k is delivered by core k, no state is shared between workers.
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use verdant_queue::{Body, Delivery, Outcome, Queue, QueueId, Spool, now_micros};
+
+use crate::conn::Timeouts;
+use crate::dest::{DestKey, Dests, Job};
+use crate::dns::DnsHandle;
+use crate::log::{Attempt, DeliveryLog};
+use crate::retry::RetryPolicy;
+use crate::route::{Routes, domain_of};
+use crate::smtp::Reply;
+
+/// Settings of the engine (shared by the workers' engines).
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Our name in EHLO and in bounces.
+    pub hostname: String,
+    /// Static routes (win over DNS).
+    pub routes: Routes,
+    /// Client timeouts.
+    pub timeouts: Timeouts,
+    /// Connections per destination on this worker.
+    pub max_connections: usize,
+    /// Messages per connection before it is closed and reopened.
+    pub max_messages_per_connection: usize,
+    /// How long an idle connection is kept for reuse.
+    pub idle_timeout: Duration,
+    /// The retry schedule.
+    pub retry: RetryPolicy,
+}
+
+/// How the recipients of a message are split into transactions.
+#[derive(PartialEq, Eq, Hash)]
+enum Group {
+    Route(Vec<SocketAddr>),
+    Mx(String),
+}
+
+/// Where one recipient of a message in flight stands.
+#[derive(Clone, Debug)]
+enum Rcpt {
+    /// Not part of this attempt (done earlier).
+    Skip,
+    Pending,
+    Delivered,
+    Failed(Reply),
+}
+
+struct InFlight {
+    delivery: Delivery,
+    body: Rc<[u8]>,
+    attempt: u32,
+    rcpts: Vec<Rcpt>,
+    groups_left: usize,
+}
+
+/// One worker's engine.
+pub struct Engine {
+    pub(crate) cfg: Rc<EngineConfig>,
+    pub(crate) spool: Spool,
+    dns: Option<DnsHandle>,
+    inflight: RefCell<HashMap<QueueId, InFlight>>,
+    /// Deferred messages by next attempt time (microseconds).
+    deferred: RefCell<BinaryHeap<Reverse<(u64, QueueId)>>>,
+    waiting: RefCell<HashMap<QueueId, Delivery>>,
+    pub(crate) dests: Dests,
+    log: RefCell<DeliveryLog>,
+}
+
+impl Engine {
+    /// An engine delivering what `spool` accepts. `recovered` are the
+    /// messages found in the spool at start-up.
+    pub fn new(
+        cfg: Rc<EngineConfig>,
+        spool: Spool,
+        dns: Option<DnsHandle>,
+        log: DeliveryLog,
+    ) -> Rc<Engine> {
+        spool.attach_consumer();
+        Rc::new(Engine {
+            cfg,
+            spool,
+            dns,
+            inflight: RefCell::default(),
+            deferred: RefCell::default(),
+            waiting: RefCell::default(),
+            dests: Dests::default(),
+            log: RefCell::new(log),
+        })
+    }
+
+    /// Runs forever: recovered messages first (each at its recorded retry
+    /// time), then whatever the receiver accepts.
+    pub async fn run(self: Rc<Self>, recovered: Vec<Delivery>) {
+        let now = now_micros();
+        for d in recovered {
+            match d.outcome {
+                Some(Outcome::Deferred { until, .. }) if until > now => self.defer_until(d, until),
+                _ => self.start(d),
+            }
+        }
+        monoio::spawn(self.clone().retry_loop());
+        loop {
+            for d in self.spool.next_ready().await {
+                self.start(d);
+            }
+        }
+    }
+
+    /// Messages in flight and waiting for a retry.
+    pub fn load(&self) -> (usize, usize) {
+        (self.inflight.borrow().len(), self.waiting.borrow().len())
+    }
+
+    fn defer_until(&self, d: Delivery, until: u64) {
+        self.deferred.borrow_mut().push(Reverse((until, d.id)));
+        self.waiting.borrow_mut().insert(d.id, d);
+    }
+
+    /// Starts the retries that are due, checking a few times a second.
+    async fn retry_loop(self: Rc<Self>) {
+        loop {
+            monoio::time::sleep(Duration::from_millis(200)).await;
+            let now = now_micros();
+            loop {
+                let due = {
+                    let mut heap = self.deferred.borrow_mut();
+                    match heap.peek() {
+                        Some(Reverse((t, _))) if *t <= now => heap.pop().map(|Reverse((_, id))| id),
+                        _ => None,
+                    }
+                };
+                let Some(id) = due else { break };
+                let d = self.waiting.borrow_mut().remove(&id);
+                if let Some(d) = d {
+                    self.start(d);
+                }
+            }
+        }
+    }
+
+    /// Starts an attempt: groups the pending recipients by domain and
+    /// routes each group.
+    fn start(self: &Rc<Self>, d: Delivery) {
+        let (attempt, pending): (u32, Option<Vec<u32>>) = match &d.outcome {
+            Some(Outcome::Deferred {
+                attempt, pending, ..
+            }) => (attempt + 1, Some(pending.clone())),
+            _ => (1, None),
+        };
+        let body: Rc<[u8]> = match &d.body {
+            Body::Memory(b) => b.clone(),
+            Body::Spool(loc) => match self.spool.read_body(loc) {
+                Ok(b) => b.into(),
+                Err(e) => {
+                    // The record was durable and checked at start: a read
+                    // error is the disk's; try again later.
+                    eprintln!(
+                        "verdant: {}: cannot read the message from the spool: {e}",
+                        d.id
+                    );
+                    let until = now_micros() + self.cfg.retry.initial.as_micros() as u64;
+                    self.defer_until(d, until);
+                    return;
+                }
+            },
+        };
+        let n = d.envelope.recipients.len();
+        let mut rcpts = vec![Rcpt::Skip; n];
+        match &pending {
+            Some(p) => p
+                .iter()
+                .filter(|&&i| (i as usize) < n)
+                .for_each(|&i| rcpts[i as usize] = Rcpt::Pending),
+            None => rcpts.fill(Rcpt::Pending),
+        }
+        // One group per destination: recipients of domains sharing a
+        // static route go in one transaction; other domains each in theirs.
+        let mut groups: HashMap<Group, Vec<u32>> = HashMap::new();
+        for (i, r) in rcpts.iter_mut().enumerate() {
+            if !matches!(r, Rcpt::Pending) {
+                continue;
+            }
+            match domain_of(&d.envelope.recipients[i]) {
+                Some(domain) => {
+                    let g = match self.cfg.routes.lookup(&domain) {
+                        Some(addrs) => Group::Route(addrs.to_vec()),
+                        None => Group::Mx(domain),
+                    };
+                    groups.entry(g).or_default().push(i as u32);
+                }
+                None => {
+                    *r = Rcpt::Failed(Reply::local(
+                        550,
+                        [5, 1, 3],
+                        "recipient address has no domain",
+                    ));
+                }
+            }
+        }
+        let id = d.id;
+        self.inflight.borrow_mut().insert(
+            id,
+            InFlight {
+                delivery: d,
+                body,
+                attempt,
+                rcpts,
+                groups_left: groups.len(),
+            },
+        );
+        if groups.is_empty() {
+            self.finish(id);
+            return;
+        }
+        for (group, rcpts) in groups {
+            match group {
+                Group::Route(addrs) => {
+                    let targets = addrs.iter().map(|a| (None, *a)).collect();
+                    let key = DestKey::Route(addrs);
+                    self.dests.push(self, key, targets, Job { id, rcpts });
+                }
+                Group::Mx(domain) => {
+                    monoio::spawn(self.clone().resolve_then_queue(id, domain, rcpts));
+                }
+            }
+        }
+    }
+
+    async fn resolve_then_queue(self: Rc<Self>, id: QueueId, domain: String, rcpts: Vec<u32>) {
+        let Some(dns) = self.dns.clone() else {
+            let r = Reply::local(451, [4, 4, 3], "no route and no DNS resolver configured");
+            self.report(id, &rcpts, &domain, None, None, 0.0, &r, |_| {
+                Some(r.clone())
+            });
+            return;
+        };
+        match dns.resolve(&domain).await {
+            Ok(targets) => {
+                let list = targets
+                    .iter()
+                    .flat_map(|t| t.addrs.iter().map(|a| (Some(t.host.clone()), *a)))
+                    .collect();
+                let key = DestKey::Mx(domain);
+                self.dests.push(&self, key, list, Job { id, rcpts });
+            }
+            Err(e) => {
+                let r = if e.is_permanent() {
+                    Reply::local(550, [5, 1, 2], format!("cannot route to {domain}: {e}"))
+                } else {
+                    Reply::local(451, [4, 4, 3], format!("cannot route to {domain}: {e}"))
+                };
+                self.report(id, &rcpts, &domain, None, None, 0.0, &r, |_| {
+                    Some(r.clone())
+                });
+            }
+        }
+    }
+
+    /// The message and body of a job, for a connection about to send it.
+    pub(crate) fn job_content(&self, id: QueueId) -> Option<(verdant_queue::Envelope, Rc<[u8]>)> {
+        let inflight = self.inflight.borrow();
+        let f = inflight.get(&id)?;
+        Some((f.delivery.envelope.clone(), f.body.clone()))
+    }
+
+    /// Records the results of one attempt for a group of recipients;
+    /// `result(i)` is `None` for the i-th recipient of the group delivered,
+    /// or the reply that refused it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn report(
+        self: &Rc<Self>,
+        id: QueueId,
+        rcpts: &[u32],
+        destination: &str,
+        mx: Option<&str>,
+        ip: Option<SocketAddr>,
+        duration_ms: f64,
+        reply: &Reply,
+        result: impl Fn(usize) -> Option<Reply>,
+    ) {
+        let done = {
+            let mut inflight = self.inflight.borrow_mut();
+            let Some(f) = inflight.get_mut(&id) else {
+                return;
+            };
+            let mut outcome_for_log = "delivered";
+            let mut refused: Option<Reply> = None;
+            for (k, &i) in rcpts.iter().enumerate() {
+                let r = result(k);
+                if let Some(reply) = &r {
+                    outcome_for_log = if reply.is_permanent() {
+                        "bounced"
+                    } else {
+                        "deferred"
+                    };
+                    refused = Some(reply.clone());
+                }
+                f.rcpts[i as usize] = match r {
+                    None => Rcpt::Delivered,
+                    Some(reply) => Rcpt::Failed(reply),
+                };
+            }
+            let logged = refused.as_ref().unwrap_or(reply);
+            let (code, text) = (logged.code, logged.to_string());
+            let names: Vec<&str> = rcpts
+                .iter()
+                .map(|&i| f.delivery.envelope.recipients[i as usize].as_str())
+                .collect();
+            self.log.borrow_mut().write(&Attempt {
+                time: verdant_queue::time::rfc3339(now_micros()),
+                id: id.to_string(),
+                recipients: names,
+                destination,
+                mx,
+                ip: ip.map(|a| a.to_string()),
+                code,
+                reply: text,
+                duration_ms,
+                attempt: f.attempt,
+                outcome: outcome_for_log,
+            });
+            f.groups_left -= 1;
+            f.groups_left == 0
+        };
+        if done {
+            self.finish(id);
+        }
+    }
+
+    /// All groups of an attempt are done: record the outcome.
+    fn finish(self: &Rc<Self>, id: QueueId) {
+        let Some(f) = self.inflight.borrow_mut().remove(&id) else {
+            return;
+        };
+        let now = now_micros();
+        let expired = self.cfg.retry.expired(f.delivery.envelope.received_at, now);
+        let mut temp = Vec::new();
+        let mut bounced = Vec::new();
+        for (i, r) in f.rcpts.iter().enumerate() {
+            if let Rcpt::Failed(reply) = r {
+                if reply.is_permanent() || expired {
+                    bounced.push((i, reply.clone()));
+                } else {
+                    temp.push(i as u32);
+                }
+            }
+        }
+        let outcome = if !temp.is_empty() {
+            Outcome::Deferred {
+                until: now + self.cfg.retry.delay(f.attempt).as_micros() as u64,
+                attempt: f.attempt,
+                pending: temp,
+            }
+        } else if bounced.is_empty() && !f.rcpts.iter().any(|r| matches!(r, Rcpt::Failed(_))) {
+            Outcome::Delivered
+        } else {
+            Outcome::Bounced
+        };
+        let spool = self.spool.clone();
+        let mut delivery = f.delivery;
+        let engine_retry = matches!(outcome, Outcome::Deferred { .. });
+        let until = match &outcome {
+            Outcome::Deferred { until, .. } => *until,
+            _ => 0,
+        };
+        let bounce = (!bounced.is_empty() && !delivery.envelope.sender.is_empty()).then(|| {
+            crate::bounce::build(&self.cfg.hostname, &delivery, &f.body, &bounced, expired)
+        });
+        // The outcome (and any bounce) must be durable before the message
+        // is forgotten or retried; a failure leaves it live, so it is
+        // tried again after a restart rather than lost.
+        let me = self.clone();
+        monoio::spawn(async move {
+            if let Some((env, dsn)) = bounce {
+                let bid = spool.next_id();
+                if let Err(e) = spool.enqueue(bid, &env, &dsn).await {
+                    eprintln!("verdant: {id}: cannot queue the bounce: {e}");
+                }
+            }
+            if let Err(e) = spool.record_outcome(id, &outcome).await {
+                eprintln!("verdant: {id}: cannot record the outcome: {e}");
+                return;
+            }
+            if engine_retry {
+                delivery.outcome = Some(outcome);
+                delivery.body = Body::Spool(delivery.location);
+                me.defer_until(delivery, until);
+            }
+        });
+    }
+}

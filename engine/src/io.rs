@@ -1,0 +1,75 @@
+//! Socket reads and writes with timeouts, on monoio's cancelable I/O: on
+//! expiry the operation is cancelled and its completion awaited, so no
+//! io_uring operation is left in flight owning a buffer.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use monoio::io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller};
+use monoio::net::TcpStream;
+
+/// Connects within `timeout`.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    // monoio's connect has no cancelable form; a timer that wins leaves the
+    // connect to fail or be dropped with the stream, which only costs a
+    // descriptor until the kernel gives up.
+    monoio::select! {
+        r = TcpStream::connect_addr(addr) => r,
+        _ = monoio::time::sleep(timeout) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Reads into the spare capacity of `buf`; `Ok(None)` on timeout.
+pub async fn read(
+    stream: &mut TcpStream,
+    buf: Vec<u8>,
+    timeout: Duration,
+) -> (io::Result<Option<usize>>, Vec<u8>) {
+    let canceller = Canceller::new();
+    let mut op = std::pin::pin!(stream.cancelable_read(buf, canceller.handle()));
+    monoio::select! {
+        (r, buf) = &mut op => (r.map(Some), buf),
+        _ = monoio::time::sleep(timeout) => {
+            canceller.cancel();
+            let (r, buf) = op.await;
+            match r {
+                Ok(n) => (Ok(Some(n)), buf),
+                Err(_) => (Ok(None), buf),
+            }
+        }
+    }
+}
+
+/// Writes all of `data` within `timeout`.
+pub async fn write_all(
+    stream: &mut TcpStream,
+    data: Vec<u8>,
+    timeout: Duration,
+) -> (io::Result<()>, Vec<u8>) {
+    let canceller = Canceller::new();
+    let handle = canceller.handle();
+    let mut op = std::pin::pin!(async move {
+        let mut data = data;
+        let mut done = 0;
+        while done < data.len() {
+            let slice = monoio::buf::IoBuf::slice(data, done..);
+            let (r, slice) = stream.cancelable_write(slice, handle.clone()).await;
+            data = slice.into_inner();
+            match r {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), data),
+                Ok(n) => done += n,
+                Err(e) => return (Err(e), data),
+            }
+        }
+        (Ok(()), data)
+    });
+    monoio::select! {
+        r = &mut op => r,
+        _ = monoio::time::sleep(timeout) => {
+            canceller.cancel();
+            let (_, data) = op.await;
+            (Err(io::ErrorKind::TimedOut.into()), data)
+        }
+    }
+}
