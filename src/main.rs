@@ -4,6 +4,7 @@
 mod config;
 mod queue_cmd;
 mod serve;
+mod sink_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ enum Command {
     /// Look inside the queue (works beside a running server).
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// An SMTP server that accepts and discards mail, for tests and benchmarks.
+    Sink(sink_cmd::SinkArgs),
 }
 
 /// Where the configuration comes from, and the common overrides.
@@ -138,6 +141,7 @@ fn main() {
         Command::Queue(QueueCommand::Show { config, id }) => config
             .settings(config::Overrides::default())
             .and_then(|s| queue_cmd::show(&s.spool.dir, &id)),
+        Command::Sink(args) => sink_cmd::run(args),
     };
     if let Err(e) = result {
         eprintln!("verdant: {e:#}");
