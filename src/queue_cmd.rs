@@ -38,6 +38,9 @@ pub fn list(dir: &Path, json: bool) -> anyhow::Result<()> {
             m.state,
             m.recipients.join(", ")
         )?;
+        if let (Some(next), Some(error)) = (&m.next_attempt, &m.last_error) {
+            writeln!(out, "{:>20} attempt {}, next {next}: {error}", "", m.attempts)?;
+        }
     }
     writeln!(out, "{} message(s)", msgs.len())?;
     Ok(())
@@ -54,6 +57,11 @@ pub fn show(dir: &Path, id: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "id: {}", info.id)?;
     writeln!(out, "state: {}", info.state)?;
+    if let (Some(next), Some(error)) = (&info.next_attempt, &info.last_error) {
+        writeln!(out, "attempts: {}", info.attempts)?;
+        writeln!(out, "next_attempt: {next}")?;
+        writeln!(out, "last_error: {error}")?;
+    }
     writeln!(out, "received_at: {}", info.received_at)?;
     writeln!(out, "sender: <{}>", info.sender)?;
     for r in &info.recipients {

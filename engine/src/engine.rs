@@ -350,12 +350,14 @@ impl Engine {
         let expired = self.cfg.retry.expired(f.delivery.envelope.received_at, now);
         let mut temp = Vec::new();
         let mut bounced = Vec::new();
+        let mut error = String::new();
         for (i, r) in f.rcpts.iter().enumerate() {
             if let Rcpt::Failed(reply) = r {
                 if reply.is_permanent() || expired {
                     bounced.push((i, reply.clone()));
                 } else {
                     temp.push(i as u32);
+                    error = reply.to_string();
                 }
             }
         }
@@ -364,6 +366,7 @@ impl Engine {
                 until: now + self.cfg.retry.delay(f.attempt).as_micros() as u64,
                 attempt: f.attempt,
                 pending: temp,
+                error,
             }
         } else if bounced.is_empty() && !f.rcpts.iter().any(|r| matches!(r, Rcpt::Failed(_))) {
             Outcome::Delivered

@@ -101,6 +101,7 @@ pub fn encode_outcome(out: &mut Vec<u8>, id: QueueId, outcome: &Outcome) {
             until,
             attempt,
             pending,
+            error,
         } => {
             out.push(OUTCOME_DEFERRED);
             out.extend_from_slice(&until.to_le_bytes());
@@ -109,6 +110,10 @@ pub fn encode_outcome(out: &mut Vec<u8>, id: QueueId, outcome: &Outcome) {
             for p in pending {
                 out.extend_from_slice(&p.to_le_bytes());
             }
+            // Added in 0.1 after the first records: a trailing field, so a
+            // record without it still decodes (with an empty error).
+            let error = &error[..error.floor_char_boundary(1000)];
+            put_str(out, error);
         }
     }
 }
@@ -161,10 +166,12 @@ pub fn decode(input: &[u8]) -> Result<Record<'_>, DecodeError> {
                         return Err(DecodeError::Truncated);
                     }
                     let pending = (0..n).map(|_| r.u32()).collect::<Result<_, _>>()?;
+                    let error = if r.0.is_empty() { String::new() } else { r.string()? };
                     Outcome::Deferred {
                         until,
                         attempt,
                         pending,
+                        error,
                     }
                 }
                 k => return Err(DecodeError::Kind(k)),
@@ -254,6 +261,7 @@ mod tests {
                 until: 7,
                 attempt: 3,
                 pending: vec![0, 2],
+                error: "451 4.4.1 connection refused".into(),
             },
         ] {
             let mut buf = Vec::new();
@@ -312,11 +320,43 @@ mod tests {
                 until: 1,
                 attempt: 1,
                 pending: vec![1, 2, 3],
+                error: "451 x".into(),
             },
         );
+        // The error is an optional trailing field: the prefix without it
+        // is a complete record of the first format.
+        let without_error = out.len() - 2 - 5;
         for n in 0..out.len() {
-            assert!(decode(&out[..n]).is_err(), "prefix {n} decoded");
+            if n == without_error {
+                assert!(decode(&out[..n]).is_ok(), "the old format no longer decodes");
+            } else {
+                assert!(decode(&out[..n]).is_err(), "prefix {n} decoded");
+            }
         }
+    }
+
+    /// A deferral written before the error field existed still decodes.
+    #[test]
+    fn deferral_without_error_decodes() {
+        let mut bytes = vec![VERSION, KIND_OUTCOME];
+        bytes.extend_from_slice(&id().to_bytes());
+        bytes.push(OUTCOME_DEFERRED);
+        bytes.extend_from_slice(&7u64.to_le_bytes());
+        bytes.extend_from_slice(&2u32.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(
+            decode(&bytes).unwrap(),
+            Record::Outcome {
+                id: id(),
+                outcome: Outcome::Deferred {
+                    until: 7,
+                    attempt: 2,
+                    pending: vec![0],
+                    error: String::new()
+                }
+            }
+        );
     }
 
     #[test]

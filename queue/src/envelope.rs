@@ -36,6 +36,8 @@ pub enum Outcome {
         attempt: u32,
         /// Indices of the recipients still pending.
         pending: Vec<u32>,
+        /// The last error, for operators (`verdant queue list`).
+        error: String,
     },
     /// Failed permanently; a bounce was queued where one is due. Final.
     Bounced,

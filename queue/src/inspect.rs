@@ -27,8 +27,14 @@ pub struct MessageInfo {
     pub received_at: String,
     /// Its Message-ID header, if any.
     pub message_id: Option<String>,
-    /// `queued`, or `deferred` with the next attempt.
+    /// `queued` or `deferred`.
     pub state: String,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+    /// When the next attempt is due (deferred messages).
+    pub next_attempt: Option<String>,
+    /// Why the last attempt failed (deferred messages).
+    pub last_error: Option<String>,
 }
 
 /// Lists the spool's live messages (without a final outcome), oldest first.
@@ -57,19 +63,28 @@ pub fn show(dir: &Path, id: QueueId) -> io::Result<Option<(MessageInfo, Vec<u8>)
 }
 
 fn info(m: &ScannedMessage) -> MessageInfo {
+    let mut attempts = 0;
+    let mut next_attempt = None;
+    let mut last_error = None;
     let (state, recipients) = match &m.outcome {
         None => ("queued".to_string(), m.envelope.recipients.clone()),
         Some(Outcome::Deferred {
             until,
             attempt,
             pending,
-        }) => (
-            format!("deferred (attempt {attempt}, next {})", rfc3339(*until)),
-            pending
-                .iter()
-                .filter_map(|&i| m.envelope.recipients.get(i as usize).cloned())
-                .collect(),
-        ),
+            error,
+        }) => {
+            attempts = *attempt;
+            next_attempt = Some(rfc3339(*until));
+            last_error = Some(error.clone());
+            (
+                "deferred".to_string(),
+                pending
+                    .iter()
+                    .filter_map(|&i| m.envelope.recipients.get(i as usize).cloned())
+                    .collect(),
+            )
+        }
         Some(Outcome::Delivered) => ("delivered".into(), m.envelope.recipients.clone()),
         Some(Outcome::Bounced) => ("bounced".into(), m.envelope.recipients.clone()),
         Some(Outcome::Removed) => ("removed".into(), m.envelope.recipients.clone()),
@@ -82,5 +97,8 @@ fn info(m: &ScannedMessage) -> MessageInfo {
         received_at: rfc3339(m.envelope.received_at),
         message_id: m.message_id.clone(),
         state,
+        attempts,
+        next_attempt,
+        last_error,
     }
 }

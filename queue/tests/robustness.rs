@@ -42,6 +42,7 @@ fn valid_segment() -> Vec<u8> {
                 until: 9,
                 attempt: 2,
                 pending: vec![1],
+                error: "451 4.4.1 later".into(),
             },
         )
     });

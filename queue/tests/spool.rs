@@ -130,6 +130,7 @@ fn reopen_recovers_live_messages_and_continues_ids_above_them() {
             until: 5,
             attempt: 1,
             pending: vec![1],
+            error: "451 4.4.1 no answer".into(),
         };
         spool.record_outcome(ids[2], &deferred).await.unwrap();
         ids
@@ -143,7 +144,8 @@ fn reopen_recovers_live_messages_and_continues_ids_above_them() {
             Some(Outcome::Deferred {
                 until: 5,
                 attempt: 1,
-                pending: vec![1]
+                pending: vec![1],
+                error: "451 4.4.1 no answer".into(),
             })
         );
         assert!(spool.next_id() > *ids.last().unwrap());

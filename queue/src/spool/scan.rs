@@ -299,6 +299,7 @@ mod tests {
             until: 0,
             attempt,
             pending: vec![],
+            error: String::new(),
         };
         assert!(supersedes(&d(1), None));
         assert!(supersedes(&d(2), Some(&d(1))));
