@@ -2,6 +2,7 @@
 //! start-up and wiring of the library crates.
 
 mod config;
+mod control;
 mod queue_cmd;
 mod serve;
 mod sink_cmd;
@@ -10,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use verdant_engine::engine::Control;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -98,6 +100,27 @@ enum QueueCommand {
         /// The queue id (as `queue list` prints it).
         id: String,
     },
+    /// Try deferred messages now (on the running server).
+    Retry {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The queue id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every deferred message.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Drop a deferred message from the queue (on the running server).
+    Remove {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The queue id.
+        id: String,
+        /// Tell the sender: send a bounce saying the message was removed.
+        #[arg(long)]
+        bounce: bool,
+    },
 }
 
 impl ConfigArgs {
@@ -141,6 +164,12 @@ fn main() {
         Command::Queue(QueueCommand::Show { config, id }) => config
             .settings(config::Overrides::default())
             .and_then(|s| queue_cmd::show(&s.spool.dir, &id)),
+        Command::Queue(QueueCommand::Retry { config, id, all: _ }) => config
+            .settings(config::Overrides::default())
+            .and_then(|s| queue_cmd::control(&s.spool.dir, Control::Retry { id })),
+        Command::Queue(QueueCommand::Remove { config, id, bounce }) => config
+            .settings(config::Overrides::default())
+            .and_then(|s| queue_cmd::control(&s.spool.dir, Control::Remove { id, bounce })),
         Command::Sink(args) => sink_cmd::run(args),
     };
     if let Err(e) = result {

@@ -75,3 +75,21 @@ pub fn show(dir: &Path, id: &str) -> anyhow::Result<()> {
     out.write_all(&body)?;
     Ok(())
 }
+
+/// `verdant queue retry|remove`: asks the running server.
+pub fn control(dir: &Path, cmd: verdant_engine::engine::Control) -> anyhow::Result<()> {
+    if let verdant_engine::engine::Control::Retry { id: Some(id) } | verdant_engine::engine::Control::Remove { id, .. } =
+        &cmd
+    {
+        id.parse::<QueueId>()?;
+    }
+    let r = crate::control::send(dir, &cmd)?;
+    println!("{} message(s) affected", r.affected);
+    if r.busy > 0 {
+        println!("{} message(s) are being delivered right now; try again when the attempt is over", r.busy);
+    }
+    if r.affected == 0 && r.busy == 0 {
+        bail!("no deferred message matched");
+    }
+    Ok(())
+}

@@ -18,6 +18,7 @@ use verdant_queue::{Delivery, Spool, SpoolOptions};
 use verdant_receiver::{ConnLimiter, Receiver, SessionConfig};
 
 use crate::config::Settings;
+use crate::control;
 
 /// Starts the workers and runs until one of them fails.
 pub fn run(settings: Settings) -> anyhow::Result<()> {
@@ -45,6 +46,10 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     } else {
         None
     };
+    // One command channel per worker, for the control socket.
+    let (control_tx, control_rx): (Vec<_>, Vec<_>) =
+        (0..workers).map(|_| flume::bounded::<control::Request>(16)).unzip();
+    let mut control_rx = control_rx.into_iter();
     let cores = core_ids();
     // Each worker reports once: Ok when it listens, or its start-up error.
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
@@ -55,6 +60,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         let session = session.clone();
         let limiter = limiter.clone();
         let delivery = delivery.clone();
+        let control = control_rx.next().expect("one per worker");
         let ready = ready_tx.clone();
         let exit = ExitNotice(exit_tx.clone(), worker);
         let core = if settings.server.pin_workers && !cores.is_empty() {
@@ -71,7 +77,16 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                 {
                     eprintln!("verdant: worker {worker}: cannot pin to core {core}: {e:?}");
                 }
-                worker_main(worker, workers, settings, session, limiter, delivery, ready)
+                worker_main(Worker {
+                    worker,
+                    workers,
+                    settings,
+                    session,
+                    limiter,
+                    delivery,
+                    control,
+                    ready,
+                })
             })
             .context("spawning a worker thread")?;
     }
@@ -83,6 +98,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             .map_err(|_| anyhow!("a worker exited during start-up"))??;
         eprintln!("verdant: {msg}");
     }
+    // The spool directory exists now (the workers opened it).
+    control::serve(&settings.spool.dir, control_tx)?;
     eprintln!(
         "verdant: accepting mail on {} with {workers} worker(s), spool {}",
         settings
@@ -111,15 +128,29 @@ impl Drop for ExitNotice {
     }
 }
 
-fn worker_main(
+/// What a worker thread starts with.
+struct Worker {
     worker: usize,
     workers: usize,
     settings: Settings,
     session: SessionConfig,
     limiter: Arc<ConnLimiter>,
     delivery: Option<(EngineConfig, Option<DnsHandle>)>,
+    control: flume::Receiver<control::Request>,
     ready: mpsc::Sender<anyhow::Result<String>>,
-) {
+}
+
+fn worker_main(w: Worker) {
+    let Worker {
+        worker,
+        workers,
+        settings,
+        session,
+        limiter,
+        delivery,
+        control,
+        ready,
+    } = w;
     // Only this thread submits to its ring, and it needs no interrupt to
     // run completions (it reaps them every loop turn): both flags cut kernel
     // work per operation (Linux 5.19+ and 6.0+). Older kernels refuse them;
@@ -192,6 +223,20 @@ fn worker_main(
         if let Some(engine) = &engine {
             let recovered = recovered.into_iter().map(Delivery::recovered).collect();
             monoio::spawn(engine.clone().run(recovered));
+            let engine = engine.clone();
+            monoio::spawn(async move {
+                while let Ok(req) = control.recv_async().await {
+                    let result = engine.control(&req.cmd).await;
+                    let _ = req.reply.send(result);
+                }
+            });
+        } else {
+            monoio::spawn(async move {
+                // Receive-only: nothing is deferred, nothing to steer.
+                while let Ok(req) = control.recv_async().await {
+                    let _ = req.reply.send(Default::default());
+                }
+            });
         }
         let rx = Rc::new(Receiver {
             config: Rc::new(session),

@@ -28,8 +28,13 @@ fn local(driver: Driver, dir: &Path, delivery: &str) -> Server {
 }
 
 fn local_at(driver: Driver, dir: &Path, delivery: &str, addr: Option<SocketAddr>) -> Server {
+    let retry = if delivery.contains("retry_initial") {
+        ""
+    } else {
+        "retry_initial = \"1s\"\nretry_max = \"1s\"\n"
+    };
     let config = format!(
-        "[delivery]\nlog = \"{}\"\nretry_initial = \"1s\"\nretry_max = \"1s\"\nidle_timeout = \"1s\"\nconnect_timeout = \"1s\"\n{delivery}\n",
+        "[delivery]\nlog = \"{}\"\n{retry}idle_timeout = \"1s\"\nconnect_timeout = \"1s\"\n{delivery}\n",
         dir.join("delivery.log").display()
     );
     // The config text must outlive the start only.
@@ -200,5 +205,64 @@ fn a_restart_in_the_middle_of_a_queue_delivers_everything() {
             assert!(arrived.iter().any(|m| m["message_id"] == mid.as_str()), "{driver:?}: {mid} lost");
         }
         let _ = Client::connect(near.addr);
+    }
+}
+
+fn verdant_queue(spool: &Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(common::BIN)
+        .arg("queue")
+        .args(args)
+        .arg("--spool")
+        .arg(spool)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn operators_see_retry_and_remove_deferred_messages_on_a_running_server() {
+    for driver in Driver::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let far_addr = common::free_addr();
+        let home = remote(driver, dir.path(), "home", "", None);
+        let near = local(
+            driver,
+            dir.path(),
+            &format!(
+                "retry_initial = \"1h\"\nretry_max = \"2h\"\nroutes = {{ \"example.net\" = \"{far_addr}\", \"example.com\" = \"{}\" }}",
+                home.addr
+            ),
+        );
+        let ids = send(&near, "s@example.com", &["r@example.net"], 3);
+        assert!(wait_until(Duration::from_secs(10), || {
+            queue_list(&near.spool).iter().filter(|m| m["state"] == "deferred").count() == 3
+        }));
+        let listed = queue_list(&near.spool);
+        assert_eq!(listed[0]["attempts"], 1);
+        assert!(listed[0]["last_error"].as_str().unwrap().starts_with("451 4.4.1"), "{listed:?}");
+        assert!(listed[0]["next_attempt"].is_string());
+
+        // Unknown ids and bad ids are errors.
+        let (ok, text) = verdant_queue(&near.spool, &["retry", "00000000000000000000"]);
+        assert!(!ok && text.contains("no deferred message"), "{text}");
+        let (ok, _) = verdant_queue(&near.spool, &["remove", "bad-id"]);
+        assert!(!ok);
+
+        let far = remote(driver, dir.path(), "far", "", Some(far_addr));
+        // Retry one: it goes now, the others keep waiting their hour.
+        let (ok, text) = verdant_queue(&near.spool, &["retry", &ids[0]]);
+        assert!(ok, "{text}");
+        assert!(wait_until(Duration::from_secs(10), || queue_list(&far.spool).len() == 1));
+        // Remove one with a bounce to the sender.
+        let (ok, text) = verdant_queue(&near.spool, &["remove", &ids[1], "--bounce"]);
+        assert!(ok, "{text}");
+        assert!(wait_until(Duration::from_secs(10), || queue_list(&home.spool).len() == 1));
+        assert_eq!(queue_list(&home.spool)[0]["sender"], "");
+        // Retry all: the last one.
+        let (ok, text) = verdant_queue(&near.spool, &["retry", "--all"]);
+        assert!(ok, "{text}");
+        assert!(wait_until(Duration::from_secs(10), || queue_list(&near.spool).is_empty()));
+        assert_eq!(queue_list(&far.spool).len(), 2, "{driver:?}");
     }
 }

@@ -406,3 +406,90 @@ impl Engine {
         });
     }
 }
+
+/// An operator's command for the engines (`verdant queue retry|remove`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Control {
+    /// Try deferred messages now: one (`id`) or all (`id` = None).
+    Retry {
+        /// The queue id, or every deferred message.
+        id: Option<String>,
+    },
+    /// Drop a deferred message, with or without a bounce to its sender.
+    Remove {
+        /// The queue id.
+        id: String,
+        /// Send the sender a bounce (a DSN saying the message was removed).
+        bounce: bool,
+    },
+}
+
+/// What one engine did with a [`Control`] command.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ControlResult {
+    /// Messages the command applied to.
+    pub affected: usize,
+    /// Messages it could not touch because an attempt is under way.
+    pub busy: usize,
+}
+
+impl Engine {
+    /// Carries out an operator's command on this worker's messages. A
+    /// removal is durable (its outcome recorded) when this returns.
+    pub async fn control(self: &Rc<Self>, cmd: &Control) -> ControlResult {
+        let mut result = ControlResult::default();
+        match cmd {
+            Control::Retry { id: None } => {
+                let all: Vec<Delivery> = self.waiting.borrow_mut().drain().map(|(_, d)| d).collect();
+                result.affected = all.len();
+                for d in all {
+                    self.start(d);
+                }
+            }
+            Control::Retry { id: Some(id) } => {
+                let Ok(id) = id.parse::<QueueId>() else { return result };
+                let d = self.waiting.borrow_mut().remove(&id);
+                if let Some(d) = d {
+                    result.affected = 1;
+                    self.start(d);
+                } else if self.inflight.borrow().contains_key(&id) {
+                    result.busy = 1;
+                }
+            }
+            Control::Remove { id, bounce } => {
+                let Ok(id) = id.parse::<QueueId>() else { return result };
+                if self.inflight.borrow().contains_key(&id) {
+                    result.busy = 1;
+                    return result;
+                }
+                let Some(d) = self.waiting.borrow_mut().remove(&id) else { return result };
+                if *bounce && !d.envelope.sender.is_empty() {
+                    let pending: Vec<usize> = match &d.outcome {
+                        Some(Outcome::Deferred { pending, .. }) => pending.iter().map(|&i| i as usize).collect(),
+                        _ => (0..d.envelope.recipients.len()).collect(),
+                    };
+                    let reply = Reply::local(550, [5, 0, 0], "removed from the queue by the postmaster");
+                    let failed: Vec<(usize, Reply)> = pending.into_iter().map(|i| (i, reply.clone())).collect();
+                    let body: Rc<[u8]> = match &d.body {
+                        Body::Memory(b) => b.clone(),
+                        Body::Spool(loc) => self.spool.read_body(loc).unwrap_or_default().into(),
+                    };
+                    let (env, dsn) = crate::bounce::build(&self.cfg.hostname, &d, &body, &failed, false);
+                    let bid = self.spool.next_id();
+                    if let Err(e) = self.spool.enqueue(bid, &env, &dsn).await {
+                        eprintln!("verdant: {id}: cannot queue the bounce: {e}");
+                    }
+                }
+                match self.spool.record_outcome(id, &Outcome::Removed).await {
+                    Ok(()) => result.affected = 1,
+                    Err(e) => {
+                        eprintln!("verdant: {id}: cannot record the removal: {e}");
+                        self.waiting.borrow_mut().insert(id, d);
+                    }
+                }
+            }
+        }
+        result
+    }
+}

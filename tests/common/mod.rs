@@ -3,6 +3,8 @@
 //! SMTP to it over a real socket.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod dns;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
