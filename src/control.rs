@@ -41,7 +41,8 @@ pub fn serve(spool: &Path, workers: Vec<flume::Sender<Request>>) -> anyhow::Resu
     // A socket left by a previous run (the spool locks guarantee that no
     // other server uses this spool now).
     let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
     std::thread::Builder::new()
         .name("verdant-control".into())
         .spawn(move || {
@@ -64,8 +65,14 @@ fn handle(stream: UnixStream, workers: &[flume::Sender<Request>]) -> anyhow::Res
             let mut error = None;
             for w in workers {
                 let (tx, rx) = flume::bounded(1);
-                let sent = w.send(Request { cmd: cmd.clone(), reply: tx });
-                match sent.ok().and_then(|()| rx.recv_timeout(Duration::from_secs(30)).ok()) {
+                let sent = w.send(Request {
+                    cmd: cmd.clone(),
+                    reply: tx,
+                });
+                match sent
+                    .ok()
+                    .and_then(|()| rx.recv_timeout(Duration::from_secs(30)).ok())
+                {
                     Some(r) => {
                         total.affected += r.affected;
                         total.busy += r.busy;
@@ -92,8 +99,13 @@ fn handle(stream: UnixStream, workers: &[flume::Sender<Request>]) -> anyhow::Res
 /// Sends a command to the server running on `spool` (client side).
 pub fn send(spool: &Path, cmd: &Control) -> anyhow::Result<ControlResult> {
     let path = socket_path(spool);
-    let mut stream = UnixStream::connect(&path)
-        .map_err(|e| anyhow!("no running server on {} ({}: {e})", spool.display(), path.display()))?;
+    let mut stream = UnixStream::connect(&path).map_err(|e| {
+        anyhow!(
+            "no running server on {} ({}: {e})",
+            spool.display(),
+            path.display()
+        )
+    })?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut req = serde_json::to_vec(cmd)?;
     req.push(b'\n');

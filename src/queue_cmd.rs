@@ -39,7 +39,11 @@ pub fn list(dir: &Path, json: bool) -> anyhow::Result<()> {
             m.recipients.join(", ")
         )?;
         if let (Some(next), Some(error)) = (&m.next_attempt, &m.last_error) {
-            writeln!(out, "{:>20} attempt {}, next {next}: {error}", "", m.attempts)?;
+            writeln!(
+                out,
+                "{:>20} attempt {}, next {next}: {error}",
+                "", m.attempts
+            )?;
         }
     }
     writeln!(out, "{} message(s)", msgs.len())?;
@@ -78,15 +82,18 @@ pub fn show(dir: &Path, id: &str) -> anyhow::Result<()> {
 
 /// `verdant queue retry|remove`: asks the running server.
 pub fn control(dir: &Path, cmd: verdant_engine::engine::Control) -> anyhow::Result<()> {
-    if let verdant_engine::engine::Control::Retry { id: Some(id) } | verdant_engine::engine::Control::Remove { id, .. } =
-        &cmd
+    if let verdant_engine::engine::Control::Retry { id: Some(id) }
+    | verdant_engine::engine::Control::Remove { id, .. } = &cmd
     {
         id.parse::<QueueId>()?;
     }
     let r = crate::control::send(dir, &cmd)?;
     println!("{} message(s) affected", r.affected);
     if r.busy > 0 {
-        println!("{} message(s) are being delivered right now; try again when the attempt is over", r.busy);
+        println!(
+            "{} message(s) are being delivered right now; try again when the attempt is over",
+            r.busy
+        );
     }
     if r.affected == 0 && r.busy == 0 {
         bail!("no deferred message matched");

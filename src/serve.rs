@@ -11,6 +11,7 @@ use anyhow::{Context, anyhow};
 use verdant_engine::conn::Timeouts;
 use verdant_engine::dns::{DnsConfig, DnsHandle, DnsService};
 use verdant_engine::engine::{Engine, EngineConfig};
+use verdant_engine::limits::{DestLimits, Limits};
 use verdant_engine::log::DeliveryLog;
 use verdant_engine::retry::RetryPolicy;
 use verdant_engine::route::Routes;
@@ -47,8 +48,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         None
     };
     // One command channel per worker, for the control socket.
-    let (control_tx, control_rx): (Vec<_>, Vec<_>) =
-        (0..workers).map(|_| flume::bounded::<control::Request>(16)).unzip();
+    let (control_tx, control_rx): (Vec<_>, Vec<_>) = (0..workers)
+        .map(|_| flume::bounded::<control::Request>(16))
+        .unzip();
     let mut control_rx = control_rx.into_iter();
     let cores = core_ids();
     // Each worker reports once: Ok when it listens, or its start-up error.
@@ -287,9 +289,28 @@ fn delivery_setup(settings: &Settings) -> anyhow::Result<(EngineConfig, Option<D
             command: d.command_timeout,
             data: d.data_timeout,
         },
-        // The limit is for the whole server; each worker takes its share.
-        max_connections: d.max_connections_per_destination.div_ceil(workers),
-        max_messages_per_connection: d.max_messages_per_connection,
+        // Limits are for the whole server; each worker takes its share.
+        limits: Limits {
+            default: DestLimits {
+                max_connections: d.max_connections_per_destination.div_ceil(workers),
+                max_messages_per_connection: d.max_messages_per_connection,
+                rate: None,
+            },
+            per_domain: d
+                .destinations
+                .iter()
+                .map(|(domain, s)| {
+                    let limits = DestLimits {
+                        max_connections: s.max_connections.div_ceil(workers),
+                        max_messages_per_connection: s.max_messages_per_connection,
+                        rate: s
+                            .max_messages_per_second
+                            .map(|r| f64::from(r) / workers as f64),
+                    };
+                    (domain.clone(), limits)
+                })
+                .collect(),
+        },
         idle_timeout: d.idle_timeout,
         retry: RetryPolicy {
             initial: d.retry_initial,

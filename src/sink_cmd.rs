@@ -66,6 +66,10 @@ pub struct SinkArgs {
 
 /// Runs the sink until a stop signal or the end of `--duration`.
 pub fn run(args: SinkArgs) -> anyhow::Result<()> {
+    let max = crate::config::defaults::MAX_WORKERS;
+    if args.workers > max {
+        bail!("--workers: at most {max}, got {}", args.workers);
+    }
     // Before any thread exists, so that every thread inherits the mask.
     let signals = StopSignals::block()?;
     let mut config = SinkConfig::new(args.listen);

@@ -12,7 +12,13 @@ use std::time::Duration;
 use common::{Client, Driver, Opts, Server, queue_list, queued_id, wait_until};
 
 /// A receive-only Verdant standing in for a remote mail server.
-fn remote(driver: Driver, dir: &Path, name: &str, config: &str, addr: Option<SocketAddr>) -> Server {
+fn remote(
+    driver: Driver,
+    dir: &Path,
+    name: &str,
+    config: &str,
+    addr: Option<SocketAddr>,
+) -> Server {
     let spool = dir.join(name);
     Server::start(Opts {
         config,
@@ -52,7 +58,11 @@ fn send(server: &Server, from: &str, to: &[&str], n: usize) -> Vec<String> {
     c.cmd("EHLO test.client");
     (0..n)
         .map(|i| {
-            let r = c.mail(from, to, &format!("Message-ID: <{i}@deliver.test>\r\nSubject: {i}\r\n\r\nbody {i}\r\n"));
+            let r = c.mail(
+                from,
+                to,
+                &format!("Message-ID: <{i}@deliver.test>\r\nSubject: {i}\r\n\r\nbody {i}\r\n"),
+            );
             queued_id(&r).unwrap_or_else(|| panic!("{r}"))
         })
         .collect()
@@ -71,10 +81,20 @@ fn mail_is_relayed_to_the_static_route_one_transaction_per_destination() {
     for driver in Driver::ALL {
         let dir = tempfile::tempdir().unwrap();
         let far = remote(driver, dir.path(), "far", "", None);
-        let near = local(driver, dir.path(), &format!("routes = {{ \"*\" = \"{}\" }}", far.addr));
-        send(&near, "s@example.com", &["a@example.net", "b@example.org"], 20);
+        let near = local(
+            driver,
+            dir.path(),
+            &format!("routes = {{ \"*\" = \"{}\" }}", far.addr),
+        );
+        send(
+            &near,
+            "s@example.com",
+            &["a@example.net", "b@example.org"],
+            20,
+        );
         assert!(
-            wait_until(Duration::from_secs(20), || queue_list(&near.spool).is_empty()),
+            wait_until(Duration::from_secs(20), || queue_list(&near.spool)
+                .is_empty()),
             "{driver:?}: not delivered: {:?}\n{}",
             queue_list(&near.spool),
             near.log()
@@ -83,12 +103,19 @@ fn mail_is_relayed_to_the_static_route_one_transaction_per_destination() {
         assert_eq!(arrived.len(), 20, "{driver:?}");
         for m in &arrived {
             // Both domains share the route: one transaction, both recipients.
-            assert_eq!(m["recipients"], serde_json::json!(["a@example.net", "b@example.org"]));
+            assert_eq!(
+                m["recipients"],
+                serde_json::json!(["a@example.net", "b@example.org"])
+            );
             assert_eq!(m["sender"], "s@example.com");
         }
         let log = log_lines(dir.path());
         assert_eq!(log.len(), 20);
-        assert!(log.iter().all(|l| l["outcome"] == "delivered" && l["code"] == 250), "{log:?}");
+        assert!(
+            log.iter()
+                .all(|l| l["outcome"] == "delivered" && l["code"] == 250),
+            "{log:?}"
+        );
     }
 }
 
@@ -98,22 +125,37 @@ fn a_temporary_failure_is_retried_until_it_succeeds() {
         let dir = tempfile::tempdir().unwrap();
         // Nobody listens there yet: connection refused, a temporary failure.
         let far_addr = common::free_addr();
-        let near = local(driver, dir.path(), &format!("routes = {{ \"*\" = \"{far_addr}\" }}"));
+        let near = local(
+            driver,
+            dir.path(),
+            &format!("routes = {{ \"*\" = \"{far_addr}\" }}"),
+        );
         send(&near, "s@example.com", &["r@example.net"], 3);
         assert!(wait_until(Duration::from_secs(10), || {
             let q = queue_list(&near.spool);
-            q.len() == 3 && q.iter().all(|m| m["state"].as_str().unwrap().starts_with("deferred"))
+            q.len() == 3
+                && q.iter()
+                    .all(|m| m["state"].as_str().unwrap().starts_with("deferred"))
         }));
-        assert!(log_lines(dir.path()).iter().any(|l| l["outcome"] == "deferred"));
+        assert!(
+            log_lines(dir.path())
+                .iter()
+                .any(|l| l["outcome"] == "deferred")
+        );
         let far = remote(driver, dir.path(), "far", "", Some(far_addr));
         assert!(
-            wait_until(Duration::from_secs(20), || queue_list(&near.spool).is_empty()),
+            wait_until(Duration::from_secs(20), || queue_list(&near.spool)
+                .is_empty()),
             "{driver:?}: still queued: {:?}",
             queue_list(&near.spool)
         );
         assert_eq!(queue_list(&far.spool).len(), 3);
         let log = log_lines(dir.path());
-        assert!(log.iter().any(|l| l["outcome"] == "delivered" && l["attempt"].as_u64() > Some(1)), "{log:?}");
+        assert!(
+            log.iter()
+                .any(|l| l["outcome"] == "delivered" && l["attempt"].as_u64() > Some(1)),
+            "{log:?}"
+        );
     }
 }
 
@@ -122,24 +164,38 @@ fn a_permanent_failure_bounces_to_the_sender_with_a_dsn() {
     for driver in Driver::ALL {
         let dir = tempfile::tempdir().unwrap();
         // Refuses to relay for loopback clients: 554 5.7.1 at RCPT.
-        let refuser = remote(driver, dir.path(), "refuser", "[smtp]\nclient_networks = [\"192.0.2.0/24\"]\n", None);
+        let refuser = remote(
+            driver,
+            dir.path(),
+            "refuser",
+            "[smtp]\nclient_networks = [\"192.0.2.0/24\"]\n",
+            None,
+        );
         // The sender's own server, where the bounce must arrive.
         let home = remote(driver, dir.path(), "home", "", None);
         let near = local(
             driver,
             dir.path(),
-            &format!("routes = {{ \"example.net\" = \"{}\", \"example.com\" = \"{}\" }}", refuser.addr, home.addr),
+            &format!(
+                "routes = {{ \"example.net\" = \"{}\", \"example.com\" = \"{}\" }}",
+                refuser.addr, home.addr
+            ),
         );
         let ids = send(&near, "sender@example.com", &["nobody@example.net"], 1);
         assert!(
-            wait_until(Duration::from_secs(20), || queue_list(&near.spool).is_empty() && queue_list(&home.spool).len() == 1),
+            wait_until(Duration::from_secs(20), || queue_list(&near.spool)
+                .is_empty()
+                && queue_list(&home.spool).len() == 1),
             "{driver:?}: near {:?} home {:?}",
             queue_list(&near.spool),
             queue_list(&home.spool)
         );
         let bounce = &queue_list(&home.spool)[0];
         assert_eq!(bounce["sender"], "", "a bounce has the null sender");
-        assert_eq!(bounce["recipients"], serde_json::json!(["sender@example.com"]));
+        assert_eq!(
+            bounce["recipients"],
+            serde_json::json!(["sender@example.com"])
+        );
         let shown = std::process::Command::new(common::BIN)
             .args(["queue", "show", bounce["id"].as_str().unwrap(), "--spool"])
             .arg(&home.spool)
@@ -156,11 +212,18 @@ fn a_permanent_failure_bounces_to_the_sender_with_a_dsn() {
             "Message-ID: <0@deliver.test>",
             &format!("X-Verdant-Queue-ID: {}", ids[0]),
         ] {
-            assert!(dsn.contains(field), "{driver:?}: {field:?} missing from the DSN:\n{dsn}");
+            assert!(
+                dsn.contains(field),
+                "{driver:?}: {field:?} missing from the DSN:\n{dsn}"
+            );
         }
         assert!(!dsn.contains("body 0"), "the DSN returns headers only");
         // The failed message is final (not retried); the log says bounced.
-        assert!(log_lines(dir.path()).iter().any(|l| l["outcome"] == "bounced" && l["code"] == 554));
+        assert!(
+            log_lines(dir.path())
+                .iter()
+                .any(|l| l["outcome"] == "bounced" && l["code"] == 554)
+        );
     }
 }
 
@@ -168,14 +231,32 @@ fn a_permanent_failure_bounces_to_the_sender_with_a_dsn() {
 fn a_null_sender_message_is_never_bounced() {
     let driver = Driver::IoUring;
     let dir = tempfile::tempdir().unwrap();
-    let refuser = remote(driver, dir.path(), "refuser", "[smtp]\nclient_networks = [\"192.0.2.0/24\"]\n", None);
-    let near = local(driver, dir.path(), &format!("routes = {{ \"*\" = \"{}\" }}", refuser.addr));
+    let refuser = remote(
+        driver,
+        dir.path(),
+        "refuser",
+        "[smtp]\nclient_networks = [\"192.0.2.0/24\"]\n",
+        None,
+    );
+    let near = local(
+        driver,
+        dir.path(),
+        &format!("routes = {{ \"*\" = \"{}\" }}", refuser.addr),
+    );
     send(&near, "", &["nobody@example.net"], 1);
-    assert!(wait_until(Duration::from_secs(20), || queue_list(&near.spool).is_empty()));
+    assert!(wait_until(Duration::from_secs(20), || queue_list(
+        &near.spool
+    )
+    .is_empty()));
     // Nothing was queued in return (it would have been sent to the refuser
     // again and logged).
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(log_lines(dir.path()).len(), 1, "{:?}", log_lines(dir.path()));
+    assert_eq!(
+        log_lines(dir.path()).len(),
+        1,
+        "{:?}",
+        log_lines(dir.path())
+    );
     assert!(queue_list(&refuser.spool).is_empty());
 }
 
@@ -188,13 +269,18 @@ fn a_restart_in_the_middle_of_a_queue_delivers_everything() {
         let mut near = local(driver, dir.path(), &route);
         let near_addr = near.addr;
         let ids = send(&near, "s@example.com", &["r@example.net"], 30);
-        assert!(wait_until(Duration::from_secs(10), || log_lines(dir.path()).len() >= 30));
+        assert!(wait_until(Duration::from_secs(10), || log_lines(
+            dir.path()
+        )
+        .len()
+            >= 30));
         near.kill();
         let far = remote(driver, dir.path(), "far", "", Some(far_addr));
         let near = local_at(driver, dir.path(), &route, Some(near_addr));
         assert!(near.log().contains("30 message(s) recovered") || near.log().contains("recovered"));
         assert!(
-            wait_until(Duration::from_secs(30), || queue_list(&near.spool).is_empty()),
+            wait_until(Duration::from_secs(30), || queue_list(&near.spool)
+                .is_empty()),
             "{driver:?}: {:?}",
             queue_list(&near.spool)
         );
@@ -202,7 +288,10 @@ fn a_restart_in_the_middle_of_a_queue_delivers_everything() {
         // At least once each (duplicates only for messages in flight at the kill).
         for i in 0..ids.len() {
             let mid = format!("<{i}@deliver.test>");
-            assert!(arrived.iter().any(|m| m["message_id"] == mid.as_str()), "{driver:?}: {mid} lost");
+            assert!(
+                arrived.iter().any(|m| m["message_id"] == mid.as_str()),
+                "{driver:?}: {mid} lost"
+            );
         }
         let _ = Client::connect(near.addr);
     }
@@ -216,7 +305,11 @@ fn verdant_queue(spool: &Path, args: &[&str]) -> (bool, String) {
         .arg(spool)
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -236,11 +329,21 @@ fn operators_see_retry_and_remove_deferred_messages_on_a_running_server() {
         );
         let ids = send(&near, "s@example.com", &["r@example.net"], 3);
         assert!(wait_until(Duration::from_secs(10), || {
-            queue_list(&near.spool).iter().filter(|m| m["state"] == "deferred").count() == 3
+            queue_list(&near.spool)
+                .iter()
+                .filter(|m| m["state"] == "deferred")
+                .count()
+                == 3
         }));
         let listed = queue_list(&near.spool);
         assert_eq!(listed[0]["attempts"], 1);
-        assert!(listed[0]["last_error"].as_str().unwrap().starts_with("451 4.4.1"), "{listed:?}");
+        assert!(
+            listed[0]["last_error"]
+                .as_str()
+                .unwrap()
+                .starts_with("451 4.4.1"),
+            "{listed:?}"
+        );
         assert!(listed[0]["next_attempt"].is_string());
 
         // Unknown ids and bad ids are errors.
@@ -253,16 +356,27 @@ fn operators_see_retry_and_remove_deferred_messages_on_a_running_server() {
         // Retry one: it goes now, the others keep waiting their hour.
         let (ok, text) = verdant_queue(&near.spool, &["retry", &ids[0]]);
         assert!(ok, "{text}");
-        assert!(wait_until(Duration::from_secs(10), || queue_list(&far.spool).len() == 1));
+        assert!(wait_until(Duration::from_secs(10), || queue_list(
+            &far.spool
+        )
+        .len()
+            == 1));
         // Remove one with a bounce to the sender.
         let (ok, text) = verdant_queue(&near.spool, &["remove", &ids[1], "--bounce"]);
         assert!(ok, "{text}");
-        assert!(wait_until(Duration::from_secs(10), || queue_list(&home.spool).len() == 1));
+        assert!(wait_until(Duration::from_secs(10), || queue_list(
+            &home.spool
+        )
+        .len()
+            == 1));
         assert_eq!(queue_list(&home.spool)[0]["sender"], "");
         // Retry all: the last one.
         let (ok, text) = verdant_queue(&near.spool, &["retry", "--all"]);
         assert!(ok, "{text}");
-        assert!(wait_until(Duration::from_secs(10), || queue_list(&near.spool).is_empty()));
+        assert!(wait_until(Duration::from_secs(10), || queue_list(
+            &near.spool
+        )
+        .is_empty()));
         assert_eq!(queue_list(&far.spool).len(), 2, "{driver:?}");
     }
 }

@@ -347,7 +347,6 @@ fn mail_is_deferred_not_bounced_while_dns_does_not_answer() {
             silent.queries() >= 1,
             "{driver:?}: the silent DNS server was not asked"
         );
-        println!("DNSDOWN {:?}", log_lines(dir.path()));
         // Still one message (a bounce would be a second one, queued here),
         // still for the original recipient.
         let q = queue_list(&near.spool);

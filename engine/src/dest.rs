@@ -12,12 +12,13 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use verdant_queue::QueueId;
 
 use crate::conn::{Conn, ConnError};
 use crate::engine::Engine;
+use crate::limits::{DestLimits, Pacer};
 use crate::smtp::Reply;
 
 /// What connections are pooled by: the static route taken, or the domain
@@ -51,12 +52,13 @@ pub struct Job {
 /// Addresses to try, in order, each with its MX host name if from DNS.
 pub type Targets = Rc<Vec<(Option<String>, SocketAddr)>>;
 
-#[derive(Default)]
 struct Dest {
     queue: VecDeque<Job>,
     conns: usize,
     idle: HashMap<u64, Waker>,
     targets: Targets,
+    limits: DestLimits,
+    pacer: Pacer,
 }
 
 /// All destinations of one worker.
@@ -78,7 +80,19 @@ impl Dests {
     ) {
         let spawn = {
             let mut map = self.map.borrow_mut();
-            let d = map.entry(key.clone()).or_default();
+            let d = map.entry(key.clone()).or_insert_with(|| Dest {
+                queue: VecDeque::new(),
+                conns: 0,
+                idle: HashMap::new(),
+                targets: Targets::default(),
+                // A static route may carry several domains: it gets the
+                // default limits; an MX destination those of its domain.
+                limits: match &key {
+                    DestKey::Mx(domain) => engine.cfg.limits.for_domain(domain),
+                    DestKey::Route(_) => engine.cfg.limits.default,
+                },
+                pacer: Pacer::default(),
+            });
             if d.targets.as_slice() != targets.as_slice() {
                 d.targets = Rc::new(targets);
             }
@@ -87,7 +101,7 @@ impl Dests {
                 let w = d.idle.remove(&task).expect("present");
                 w.wake();
                 false
-            } else if d.conns < engine.cfg.max_connections.max(1) {
+            } else if d.conns < d.limits.max_connections.max(1) {
                 d.conns += 1;
                 true
             } else {
@@ -129,6 +143,26 @@ impl Dests {
             .unwrap_or_default()
     }
 
+    fn limits(&self, key: &DestKey) -> Option<DestLimits> {
+        self.map.borrow().get(key).map(|d| d.limits)
+    }
+
+    /// How long to wait before sending the next message to `key`, to keep
+    /// to its rate.
+    fn pace(&self, key: &DestKey) -> Duration {
+        let mut map = self.map.borrow_mut();
+        match map.get_mut(key) {
+            Some(Dest {
+                limits: DestLimits {
+                    rate: Some(rate), ..
+                },
+                pacer,
+                ..
+            }) => pacer.reserve(*rate, Instant::now()),
+            _ => Duration::ZERO,
+        }
+    }
+
     /// A connection task ended. Should jobs remain (queued after it gave
     /// up waiting), another task takes over.
     fn ended(&self, engine: &Rc<Engine>, key: &DestKey) {
@@ -164,6 +198,10 @@ async fn connection(engine: Rc<Engine>, key: DestKey, task: u64) {
         let Some((env, body)) = engine.job_content(job.id) else {
             continue;
         };
+        let wait = engine.dests.pace(&key);
+        if !wait.is_zero() {
+            monoio::time::sleep(wait).await;
+        }
         let started = Instant::now();
         if open.is_none() {
             match connect_any(&engine.dests.targets(&key), &cfg.hostname, cfg.timeouts).await {
@@ -213,7 +251,11 @@ async fn connection(engine: Rc<Engine>, key: DestKey, task: u64) {
                     &tx.reply,
                     |k| tx.recipients[k].clone(),
                 );
-                if conn.transactions >= cfg.max_messages_per_connection {
+                let max = engine
+                    .dests
+                    .limits(&key)
+                    .map_or(usize::MAX, |l| l.max_messages_per_connection);
+                if conn.transactions >= max {
                     let (c, _) = open.take().expect("open");
                     c.quit().await;
                 }

@@ -32,10 +32,8 @@ pub struct EngineConfig {
     pub routes: Routes,
     /// Client timeouts.
     pub timeouts: Timeouts,
-    /// Connections per destination on this worker.
-    pub max_connections: usize,
-    /// Messages per connection before it is closed and reopened.
-    pub max_messages_per_connection: usize,
+    /// Per-destination limits on this worker.
+    pub limits: crate::limits::Limits,
     /// How long an idle connection is kept for reuse.
     pub idle_timeout: Duration,
     /// The retry schedule.
@@ -441,14 +439,17 @@ impl Engine {
         let mut result = ControlResult::default();
         match cmd {
             Control::Retry { id: None } => {
-                let all: Vec<Delivery> = self.waiting.borrow_mut().drain().map(|(_, d)| d).collect();
+                let all: Vec<Delivery> =
+                    self.waiting.borrow_mut().drain().map(|(_, d)| d).collect();
                 result.affected = all.len();
                 for d in all {
                     self.start(d);
                 }
             }
             Control::Retry { id: Some(id) } => {
-                let Ok(id) = id.parse::<QueueId>() else { return result };
+                let Ok(id) = id.parse::<QueueId>() else {
+                    return result;
+                };
                 let d = self.waiting.borrow_mut().remove(&id);
                 if let Some(d) = d {
                     result.affected = 1;
@@ -458,24 +459,33 @@ impl Engine {
                 }
             }
             Control::Remove { id, bounce } => {
-                let Ok(id) = id.parse::<QueueId>() else { return result };
+                let Ok(id) = id.parse::<QueueId>() else {
+                    return result;
+                };
                 if self.inflight.borrow().contains_key(&id) {
                     result.busy = 1;
                     return result;
                 }
-                let Some(d) = self.waiting.borrow_mut().remove(&id) else { return result };
+                let Some(d) = self.waiting.borrow_mut().remove(&id) else {
+                    return result;
+                };
                 if *bounce && !d.envelope.sender.is_empty() {
                     let pending: Vec<usize> = match &d.outcome {
-                        Some(Outcome::Deferred { pending, .. }) => pending.iter().map(|&i| i as usize).collect(),
+                        Some(Outcome::Deferred { pending, .. }) => {
+                            pending.iter().map(|&i| i as usize).collect()
+                        }
                         _ => (0..d.envelope.recipients.len()).collect(),
                     };
-                    let reply = Reply::local(550, [5, 0, 0], "removed from the queue by the postmaster");
-                    let failed: Vec<(usize, Reply)> = pending.into_iter().map(|i| (i, reply.clone())).collect();
+                    let reply =
+                        Reply::local(550, [5, 0, 0], "removed from the queue by the postmaster");
+                    let failed: Vec<(usize, Reply)> =
+                        pending.into_iter().map(|i| (i, reply.clone())).collect();
                     let body: Rc<[u8]> = match &d.body {
                         Body::Memory(b) => b.clone(),
                         Body::Spool(loc) => self.spool.read_body(loc).unwrap_or_default().into(),
                     };
-                    let (env, dsn) = crate::bounce::build(&self.cfg.hostname, &d, &body, &failed, false);
+                    let (env, dsn) =
+                        crate::bounce::build(&self.cfg.hostname, &d, &body, &failed, false);
                     let bid = self.spool.next_id();
                     if let Err(e) = self.spool.enqueue(bid, &env, &dsn).await {
                         eprintln!("verdant: {id}: cannot queue the bounce: {e}");

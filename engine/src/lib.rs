@@ -9,6 +9,7 @@ pub mod dns;
 pub mod dsn;
 pub mod engine;
 pub mod io;
+pub mod limits;
 pub mod log;
 pub mod retry;
 pub mod route;

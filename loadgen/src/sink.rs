@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use verdant_receiver::{ConnLimiter, SessionConfig};
 
-pub use faults::{Class, Faults, FaultsError};
+pub use faults::{Faults, FaultsError};
 pub use keep::KeptEnvelope;
 pub use stats::{Latency, Report};
 
@@ -133,6 +133,10 @@ impl Sink {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        // Queue ids carry the worker number in 16 bits.
+        if workers > usize::from(u16::MAX) {
+            return Err(SinkError::Worker(format!("{workers} workers: too many")));
+        }
         let session = SessionConfig {
             hostname: config.hostname.clone(),
             max_message_size: config.max_message_size,

@@ -166,7 +166,11 @@ pub fn decode(input: &[u8]) -> Result<Record<'_>, DecodeError> {
                         return Err(DecodeError::Truncated);
                     }
                     let pending = (0..n).map(|_| r.u32()).collect::<Result<_, _>>()?;
-                    let error = if r.0.is_empty() { String::new() } else { r.string()? };
+                    let error = if r.0.is_empty() {
+                        String::new()
+                    } else {
+                        r.string()?
+                    };
                     Outcome::Deferred {
                         until,
                         attempt,
@@ -328,7 +332,10 @@ mod tests {
         let without_error = out.len() - 2 - 5;
         for n in 0..out.len() {
             if n == without_error {
-                assert!(decode(&out[..n]).is_ok(), "the old format no longer decodes");
+                assert!(
+                    decode(&out[..n]).is_ok(),
+                    "the old format no longer decodes"
+                );
             } else {
                 assert!(decode(&out[..n]).is_err(), "prefix {n} decoded");
             }

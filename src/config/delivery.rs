@@ -87,6 +87,36 @@ pub struct RawDelivery {
     /// Delivery log file; "" for none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<Spanned<String>>,
+    /// Limits of particular domains: `[delivery.destinations."example.net"]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destinations: Option<BTreeMap<String, RawDestination>>,
+}
+
+/// `[delivery.destinations."DOMAIN"]` as written: each key overrides the
+/// default of `[delivery]` for mail to that domain.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestination {
+    /// Connections to the domain, whole server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<Spanned<usize>>,
+    /// Messages per connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_messages_per_connection: Option<Spanned<usize>>,
+    /// Messages per second to the domain, whole server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_messages_per_second: Option<Spanned<u32>>,
+}
+
+/// Limits of one destination domain, validated (whole-server figures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DestinationSettings {
+    /// Connections.
+    pub max_connections: usize,
+    /// Messages per connection.
+    pub max_messages_per_connection: usize,
+    /// Messages per second; `None`: unlimited.
+    pub max_messages_per_second: Option<u32>,
 }
 
 /// `[delivery]`, validated.
@@ -120,6 +150,8 @@ pub struct DeliverySettings {
     pub give_up: Duration,
     /// Delivery log; `None` for none.
     pub log: Option<PathBuf>,
+    /// Per-domain limits (lower-case domain).
+    pub destinations: BTreeMap<String, DestinationSettings>,
 }
 
 impl Ctx<'_> {
@@ -201,6 +233,38 @@ impl Ctx<'_> {
             defaults::MAX_MESSAGES_PER_CONNECTION,
         )?;
         let (log, _) = split(d.log, defaults::LOG.to_string());
+        let mut destinations = BTreeMap::new();
+        for (domain, raw) in d.destinations.unwrap_or_default() {
+            let field = |f: &str| format!("delivery.destinations.{domain}.{f}");
+            let (max_connections, _) = self.at_least_one(
+                raw.max_connections,
+                &field("max_connections"),
+                max_connections_per_destination,
+            )?;
+            let (max_messages, _) = self.at_least_one(
+                raw.max_messages_per_connection,
+                &field("max_messages_per_connection"),
+                max_messages_per_connection,
+            )?;
+            let rate = match raw.max_messages_per_second {
+                Some(r) if *r.get_ref() == 0 => {
+                    return Err(self.error(
+                        Some(&r.span()),
+                        &field("max_messages_per_second"),
+                        "must be at least 1",
+                    ));
+                }
+                r => r.map(Spanned::into_inner),
+            };
+            destinations.insert(
+                domain.to_ascii_lowercase(),
+                DestinationSettings {
+                    max_connections,
+                    max_messages_per_connection: max_messages,
+                    max_messages_per_second: rate,
+                },
+            );
+        }
         Ok(DeliverySettings {
             enabled,
             routes,
@@ -216,6 +280,7 @@ impl Ctx<'_> {
             retry_max,
             give_up,
             log: (!log.is_empty()).then(|| PathBuf::from(log)),
+            destinations,
         })
     }
 }
@@ -256,6 +321,19 @@ impl DeliverySettings {
                 .log
                 .as_ref()
                 .map_or_else(String::new, |p| p.to_string_lossy().into_owned())),
+            destinations: Some(
+                self.destinations
+                    .iter()
+                    .map(|(d, s)| {
+                        let raw = RawDestination {
+                            max_connections: v(s.max_connections),
+                            max_messages_per_connection: v(s.max_messages_per_connection),
+                            max_messages_per_second: s.max_messages_per_second.and_then(v),
+                        };
+                        (d.clone(), raw)
+                    })
+                    .collect(),
+            ),
         }
     }
 }

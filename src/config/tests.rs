@@ -134,6 +134,10 @@ retry_initial = "1s"
 retry_max = "2s"
 give_up = "10s"
 log = ""
+
+[delivery.destinations."Slow.example"]
+max_connections = 2
+max_messages_per_second = 10
 "#;
     let d = parse(src).unwrap().delivery;
     assert!(!d.enabled);
@@ -141,14 +145,41 @@ log = ""
     assert_eq!(d.routes["*"], "[::1]:25".parse().unwrap());
     assert_eq!(d.nameservers, vec!["127.0.0.1:5353".parse().unwrap()]);
     assert_eq!((d.mx_port, d.log.clone()), (2525, None));
+    let slow = d.destinations["slow.example"];
+    assert_eq!(
+        (
+            slow.max_connections,
+            slow.max_messages_per_connection,
+            slow.max_messages_per_second
+        ),
+        (2, 100, Some(10)),
+        "unset keys take the [delivery] defaults"
+    );
     // Round trip through config check's output.
     let s = parse(src).unwrap();
     assert_eq!(parse(&s.to_toml()).unwrap(), s);
     for (bad, field, line) in [
-        ("[delivery]\nroutes = { \"a.test\" = \"nowhere\" }\n", "delivery.routes.a.test", 2),
+        (
+            "[delivery]\nroutes = { \"a.test\" = \"nowhere\" }\n",
+            "delivery.routes.a.test",
+            2,
+        ),
         ("[delivery]\n\nmx_port = 0\n", "delivery.mx_port", 3),
-        ("[delivery]\nretry_initial = \"1m\"\nretry_max = \"10s\"\n", "delivery.retry_max", 3),
-        ("[delivery]\nnameservers = [\"dns.example\"]\n", "delivery.nameservers", 2),
+        (
+            "[delivery]\nretry_initial = \"1m\"\nretry_max = \"10s\"\n",
+            "delivery.retry_max",
+            3,
+        ),
+        (
+            "[delivery]\nnameservers = [\"dns.example\"]\n",
+            "delivery.nameservers",
+            2,
+        ),
+        (
+            "[delivery.destinations.\"x.test\"]\nmax_messages_per_second = 0\n",
+            "delivery.destinations.x.test.max_messages_per_second",
+            2,
+        ),
     ] {
         assert_invalid(bad, field, line, "");
     }

@@ -130,7 +130,7 @@ impl Faults {
 
 /// The class of a refusal, by the first digit of its reply code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Class {
+pub(crate) enum Class {
     /// 4xx: the client should try again later.
     Temporary,
     /// 5xx: the client should give up.
