@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use common::sink::Sink;
 use common::{Client, Driver, Opts, Server, queue_list, queued_id, wait_until};
 
 /// A receive-only Verdant standing in for a remote mail server.
@@ -378,5 +379,114 @@ fn operators_see_retry_and_remove_deferred_messages_on_a_running_server() {
         )
         .is_empty()));
         assert_eq!(queue_list(&far.spool).len(), 2, "{driver:?}");
+    }
+}
+
+#[test]
+fn many_messages_to_one_destination_share_few_connections() {
+    for driver in Driver::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::start(driver, &[]);
+        // At most 2 connections to the destination, whole server.
+        let near = local(
+            driver,
+            dir.path(),
+            &format!(
+                "max_connections_per_destination = 2\nroutes = {{ \"*\" = \"{}\" }}",
+                sink.addr
+            ),
+        );
+        send(&near, "s@example.com", &["r@example.net"], 60);
+        assert!(wait_until(Duration::from_secs(20), || queue_list(
+            &near.spool
+        )
+        .is_empty()));
+        assert!(wait_until(Duration::from_secs(5), || {
+            sink.stats().is_some_and(|s| s["messages_accepted"] == 60)
+        }));
+        let stats = sink.stats().unwrap();
+        let conns = stats["connections"].as_u64().unwrap();
+        assert!(
+            (1..=2).contains(&conns),
+            "{driver:?}: 60 messages over {conns} connections: {stats}"
+        );
+    }
+}
+
+#[test]
+fn partial_failure_delivers_some_bounces_some_and_retries_only_the_rest() {
+    for driver in Driver::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Sink::start(
+            driver,
+            &[
+                "--fail-rcpt",
+                "gone@example.net=550 5.1.1 no such user",
+                "--fail-rcpt",
+                "busy@example.net=450 4.2.1 try later",
+            ],
+        );
+        let near = local(
+            driver,
+            dir.path(),
+            &format!("routes = {{ \"*\" = \"{}\" }}", sink.addr),
+        );
+        let ids = send(
+            &near,
+            "s@example.com",
+            &["ok@example.net", "gone@example.net", "busy@example.net"],
+            1,
+        );
+        // First attempt: ok delivered, gone bounced (a DSN to s@example.com,
+        // which the sink accepts), busy deferred. Later attempts: busy only.
+        assert!(wait_until(Duration::from_secs(20), || {
+            log_lines(dir.path())
+                .iter()
+                .filter(|l| l["id"] == ids[0].as_str() && l["attempt"] == 2)
+                .count()
+                == 1
+        }));
+        let log = log_lines(dir.path());
+        let first: Vec<&serde_json::Value> = log
+            .iter()
+            .filter(|l| l["id"] == ids[0].as_str() && l["attempt"] == 1)
+            .collect();
+        assert_eq!(
+            first.len(),
+            1,
+            "one transaction for the three recipients: {log:?}"
+        );
+        let second = log
+            .iter()
+            .find(|l| l["id"] == ids[0].as_str() && l["attempt"] == 2)
+            .unwrap();
+        assert_eq!(
+            second["recipients"],
+            serde_json::json!(["busy@example.net"]),
+            "{log:?}"
+        );
+        assert_eq!(second["outcome"], "deferred");
+        let q = queue_list(&near.spool);
+        let m = q
+            .iter()
+            .find(|m| m["id"] == ids[0].as_str())
+            .expect("still queued for busy@");
+        assert_eq!(m["recipients"], serde_json::json!(["busy@example.net"]));
+        // The bounce for gone@ went to the sender through the sink.
+        let keep = sink.keep_dir();
+        assert!(wait_until(Duration::from_secs(10), || {
+            std::fs::read_dir(&keep).map(|d| d.count()).unwrap_or(0) >= 4
+        }));
+        let dsn = std::fs::read_dir(&keep)
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+            .find(|t| t.contains("message/delivery-status"))
+            .expect("a DSN reached the sink");
+        assert!(
+            dsn.contains("Final-Recipient: rfc822; gone@example.net"),
+            "{dsn}"
+        );
+        assert!(dsn.contains("Status: 5.1.1"), "{dsn}");
+        assert!(!dsn.contains("busy@example.net\r\nAction: failed"), "{dsn}");
     }
 }
