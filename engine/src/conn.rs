@@ -11,8 +11,8 @@ use smtp_proto::EhloResponse;
 use smtp_proto::response::parser::ResponseReceiver;
 use verdant_queue::Envelope;
 
-use crate::io;
 use crate::smtp::{self, Capabilities, Reply};
+use verdant_net as io;
 
 /// Timeouts of the client (RFC 5321 §4.5.3.2 gives the classic values).
 #[derive(Clone, Copy, Debug)]

@@ -8,7 +8,6 @@ pub mod dest;
 pub mod dns;
 pub mod dsn;
 pub mod engine;
-pub mod io;
 pub mod limits;
 pub mod log;
 pub mod retry;

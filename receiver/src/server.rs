@@ -11,8 +11,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use monoio::io::{AsyncWriteRent, CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller};
-use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use monoio::io::AsyncWriteRent;
+use monoio::net::{TcpListener, TcpStream};
 use verdant_queue::Queue;
 
 use crate::limiter::{ConnLimiter, Refused};
@@ -36,17 +36,7 @@ pub struct Receiver<Q> {
     pub limiter: Arc<ConnLimiter>,
 }
 
-/// Binds a listener with `SO_REUSEPORT`, so each worker can have its own
-/// and the kernel spreads connections over them.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind_with_config(
-        addr,
-        &ListenerOpts::new()
-            .reuse_port(true)
-            .reuse_addr(true)
-            .backlog(4096),
-    )
-}
+pub use verdant_net::bind;
 
 /// Accepts connections forever, one task per connection.
 pub async fn serve<Q: Queue + 'static>(listener: TcpListener, rx: Rc<Receiver<Q>>) {
@@ -96,7 +86,8 @@ pub async fn serve_connection<Q: Queue>(
                 ),
             };
             // Short: a refused client must not hold a descriptor for long.
-            let _ = write_all(&mut stream, msg.into_bytes(), Duration::from_secs(1)).await;
+            let _ =
+                verdant_net::write_all(&mut stream, msg.into_bytes(), Duration::from_secs(1)).await;
             return;
         }
     };
@@ -151,7 +142,7 @@ pub async fn serve_connection<Q: Queue>(
         } else {
             rx.command_timeout
         };
-        let (res, b) = read(&mut stream, buf, timeout).await;
+        let (res, b) = verdant_net::read(&mut stream, buf, timeout).await;
         buf = b;
         match res {
             Ok(Some(0)) | Err(_) => return,
@@ -159,7 +150,7 @@ pub async fn serve_connection<Q: Queue>(
             Ok(None) => {
                 session.timeout();
                 let out = std::mem::take(session.output());
-                let _ = write_all(&mut stream, out, Duration::from_secs(5)).await;
+                let _ = verdant_net::write_all(&mut stream, out, Duration::from_secs(5)).await;
                 return;
             }
         }
@@ -172,64 +163,8 @@ async fn flush(stream: &mut TcpStream, session: &mut Session, timeout: Duration)
         return Ok(());
     }
     let out = std::mem::take(session.output());
-    let (res, mut out) = write_all(stream, out, timeout).await;
+    let (res, mut out) = verdant_net::write_all(stream, out, timeout).await;
     out.clear();
     *session.output() = out;
     res
-}
-
-/// Reads into the spare capacity of `buf`. `Ok(None)` when `timeout` passed
-/// first; the read is then cancelled and its completion awaited.
-async fn read(
-    stream: &mut TcpStream,
-    buf: Vec<u8>,
-    timeout: Duration,
-) -> (io::Result<Option<usize>>, Vec<u8>) {
-    let canceller = Canceller::new();
-    let mut op = std::pin::pin!(stream.cancelable_read(buf, canceller.handle()));
-    monoio::select! {
-        (r, buf) = &mut op => (r.map(Some), buf),
-        _ = monoio::time::sleep(timeout) => {
-            canceller.cancel();
-            let (r, buf) = op.await;
-            match r {
-                // Data arrived just as the timer fired: use it.
-                Ok(n) => (Ok(Some(n)), buf),
-                Err(_) => (Ok(None), buf),
-            }
-        }
-    }
-}
-
-/// Writes all of `data` within `timeout`.
-async fn write_all(
-    stream: &mut TcpStream,
-    data: Vec<u8>,
-    timeout: Duration,
-) -> (io::Result<()>, Vec<u8>) {
-    let canceller = Canceller::new();
-    let handle = canceller.handle();
-    let mut op = std::pin::pin!(async move {
-        let mut data = data;
-        let mut done = 0;
-        while done < data.len() {
-            let slice = monoio::buf::IoBuf::slice(data, done..);
-            let (r, slice) = stream.cancelable_write(slice, handle.clone()).await;
-            data = slice.into_inner();
-            match r {
-                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), data),
-                Ok(n) => done += n,
-                Err(e) => return (Err(e), data),
-            }
-        }
-        (Ok(()), data)
-    });
-    monoio::select! {
-        r = &mut op => r,
-        _ = monoio::time::sleep(timeout) => {
-            canceller.cancel();
-            let (_, data) = op.await;
-            (Err(io::ErrorKind::TimedOut.into()), data)
-        }
-    }
 }

@@ -1,13 +1,28 @@
-//! Socket reads and writes with timeouts, on monoio's cancelable I/O: on
-//! expiry the operation is cancelled and its completion awaited, so no
-//! io_uring operation is left in flight owning a buffer.
+//! Verdant's socket helpers, shared by the receiver, the engine and the
+//! sink: listeners with SO_REUSEPORT, and connects, reads and writes with
+//! timeouts on monoio's cancelable I/O. On expiry an operation is cancelled
+//! and its completion awaited, so no io_uring operation is left in flight
+//! owning a buffer (a `select!` against a timer alone would leave it).
+#![warn(missing_docs)]
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use monoio::io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller};
-use monoio::net::TcpStream;
+use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+
+/// Binds a listener with `SO_REUSEPORT`, so each worker can have its own
+/// and the kernel spreads connections over them.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind_with_config(
+        addr,
+        &ListenerOpts::new()
+            .reuse_port(true)
+            .reuse_addr(true)
+            .backlog(4096),
+    )
+}
 
 /// Connects within `timeout`.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
