@@ -153,21 +153,7 @@ fn worker_main(w: Worker) {
         control,
         ready,
     } = w;
-    // Only this thread submits to its ring, and it needs no interrupt to
-    // run completions (it reaps them every loop turn): both flags cut kernel
-    // work per operation (Linux 5.19+ and 6.0+). Older kernels refuse them;
-    // then the plain ring, or epoll, is used.
-    let mut urb = io_uring::IoUring::builder();
-    urb.setup_coop_taskrun().setup_single_issuer();
-    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .uring_builder(urb)
-        .enable_timer()
-        .build()
-        .or_else(|_| {
-            monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                .enable_timer()
-                .build()
-        });
+    let rt = verdant_net::runtime();
     let mut rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
@@ -177,10 +163,7 @@ fn worker_main(w: Worker) {
             return;
         }
     };
-    let driver = match &rt {
-        monoio::FusionRuntime::Uring(_) => "io_uring",
-        monoio::FusionRuntime::Legacy(_) => "epoll",
-    };
+    let driver = verdant_net::driver_name(&rt);
     rt.block_on(async move {
         let opened = Spool::open(SpoolOptions {
             dir: settings.spool.dir.clone(),

@@ -249,56 +249,90 @@ fn a_domain_without_mx_is_reached_at_its_own_address() {
     }
 }
 
+/// What a null-MX bounce left behind: the DSN as `queue show` prints it at
+/// the sender's exchanger, the delivery log, the original's queue id.
+struct NullMxBounce {
+    dsn: String,
+    log: Vec<serde_json::Value>,
+    id: String,
+}
+
+/// Sends one message to x@nullmx.test and waits until the original is gone
+/// from the queue and its DSN arrived at sender.test's exchanger; checks
+/// the envelope of the DSN, the log of its delivery and that the root
+/// exchange was never looked up.
+fn null_mx_bounce(driver: Driver) -> NullMxBounce {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start(zones());
+    let port = mx_port();
+    let home = exchanger(driver, dir.path(), "home", "127.0.0.7", port);
+    let near = local(driver, dir.path(), &[dns.addr], port);
+    let id = send(&near, "x@nullmx.test", 1).remove(0);
+    wait_delivered(driver, dir.path(), &near, &home, 1);
+    let bounce = &queue_list(&home.spool)[0];
+    assert_eq!(
+        bounce["sender"], "",
+        "{driver:?}: a bounce has the null sender"
+    );
+    assert_eq!(
+        bounce["recipients"],
+        serde_json::json!([SENDER]),
+        "{driver:?}"
+    );
+    let shown = Command::new(BIN)
+        .args(["queue", "show", bounce["id"].as_str().unwrap(), "--spool"])
+        .arg(&home.spool)
+        .output()
+        .unwrap();
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let log = log_lines(dir.path());
+    assert_eq!(log.len(), 2, "{driver:?}: {log:?}");
+    let dsn_line = log.iter().find(|l| l["id"] != id.as_str()).unwrap();
+    assert_eq!(dsn_line["outcome"], "delivered", "{driver:?}: {dsn_line}");
+    assert_eq!(dsn_line["code"], 250, "{driver:?}: {dsn_line}");
+    assert_eq!(dsn_line["mx"], "mx.sender.test", "{driver:?}: {dsn_line}");
+    assert_eq!(
+        dsn_line["ip"],
+        format!("127.0.0.7:{port}"),
+        "{driver:?}: {dsn_line}"
+    );
+    // The root exchange of a null MX is never looked up.
+    assert_eq!(
+        dns.queries("", "A") + dns.queries("", "AAAA"),
+        0,
+        "{driver:?}"
+    );
+    NullMxBounce {
+        dsn: String::from_utf8_lossy(&shown.stdout).into_owned(),
+        log,
+        id,
+    }
+}
+
 #[test]
 fn a_null_mx_domain_is_bounced_to_the_sender() {
     for driver in Driver::ALL {
-        let dir = tempfile::tempdir().unwrap();
-        let dns = DnsServer::start(zones());
-        let port = mx_port();
-        let home = exchanger(driver, dir.path(), "home", "127.0.0.7", port);
-        let near = local(driver, dir.path(), &[dns.addr], port);
-        let ids = send(&near, "x@nullmx.test", 1);
-        // The original is final (bounced) and the DSN was delivered.
-        wait_delivered(driver, dir.path(), &near, &home, 1);
-        let bounce = &queue_list(&home.spool)[0];
-        assert_eq!(
-            bounce["sender"], "",
-            "{driver:?}: a bounce has the null sender"
-        );
-        assert_eq!(
-            bounce["recipients"],
-            serde_json::json!([SENDER]),
-            "{driver:?}"
-        );
-        let shown = Command::new(BIN)
-            .args(["queue", "show", bounce["id"].as_str().unwrap(), "--spool"])
-            .arg(&home.spool)
-            .output()
-            .unwrap();
-        assert!(
-            shown.status.success(),
-            "{}",
-            String::from_utf8_lossy(&shown.stderr)
-        );
-        let dsn = String::from_utf8_lossy(&shown.stdout);
+        let NullMxBounce { dsn, log, id } = null_mx_bounce(driver);
         for field in [
             "Content-Type: multipart/report; report-type=delivery-status",
             "Final-Recipient: rfc822; x@nullmx.test",
             "Action: failed",
             "Status: 5.",
             "Message-ID: <0@mx.test>",
-            &format!("X-Verdant-Queue-ID: {}", ids[0]),
+            &format!("X-Verdant-Queue-ID: {id}"),
         ] {
             assert!(
                 dsn.contains(field),
                 "{driver:?}: {field:?} missing from the DSN:\n{dsn}"
             );
         }
-        let log = log_lines(dir.path());
-        assert_eq!(log.len(), 2, "{driver:?}: {log:?}");
         let original = log
             .iter()
-            .find(|l| l["id"] == ids[0].as_str())
+            .find(|l| l["id"] == id.as_str())
             .expect("original logged");
         assert_eq!(original["outcome"], "bounced", "{driver:?}: {original}");
         assert!(
@@ -307,22 +341,24 @@ fn a_null_mx_domain_is_bounced_to_the_sender() {
         );
         assert_eq!(original["attempt"], 1, "{driver:?}: {original}");
         // Nothing was connected to: there is no exchanger to try.
+        assert!(original["mx"].is_null(), "{driver:?}: {original}");
         assert!(original["ip"].is_null(), "{driver:?}: {original}");
-        let dsn_line = log.iter().find(|l| l["id"] != ids[0].as_str()).unwrap();
-        assert_eq!(dsn_line["outcome"], "delivered", "{driver:?}: {dsn_line}");
-        assert_eq!(dsn_line["mx"], "mx.sender.test", "{driver:?}: {dsn_line}");
-        assert_eq!(
-            dsn_line["ip"],
-            format!("127.0.0.7:{port}"),
-            "{driver:?}: {dsn_line}"
-        );
-        // The root exchange of a null MX is never looked up.
-        assert_eq!(
-            dns.queries("", "A") + dns.queries("", "AAAA"),
-            0,
-            "{driver:?}"
-        );
     }
+}
+
+/// RFC 7505 registers the enhanced status X.1.10 "Recipient address has
+/// null MX" with basic code 556 for exactly this failure; the engine reports
+/// 550 5.1.2 ("bad destination system address") instead.
+#[test]
+#[ignore = "engine: a null MX is reported as 550 5.1.2, not RFC 7505's 556 5.1.10"]
+fn a_null_mx_bounce_carries_the_rfc7505_status() {
+    let NullMxBounce { dsn, log, id } = null_mx_bounce(Driver::IoUring);
+    assert!(dsn.contains("Status: 5.1.10"), "{dsn}");
+    let original = log
+        .iter()
+        .find(|l| l["id"] == id.as_str())
+        .expect("original logged");
+    assert_eq!(original["code"], 556, "{original}");
 }
 
 #[test]
@@ -351,7 +387,7 @@ fn mail_is_deferred_not_bounced_while_dns_does_not_answer() {
         // still for the original recipient.
         let q = queue_list(&near.spool);
         assert_eq!(q.len(), 1, "{driver:?}: {q:?}");
-        assert_eq!(q[0]["sender"], SENDER);
+        assert_eq!(q[0]["sender"], SENDER, "{driver:?}: {q:?}");
         let log = log_lines(dir.path());
         assert!(!log.is_empty(), "{driver:?}");
         for l in &log {

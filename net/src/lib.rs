@@ -12,6 +12,40 @@ use std::time::Duration;
 use monoio::io::{CancelableAsyncReadRent, CancelableAsyncWriteRent, Canceller};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 
+/// A worker's runtime: monoio on io_uring, or epoll where io_uring is
+/// unavailable (or `MONOIO_FORCE_LEGACY_DRIVER=1`), with timers.
+pub type Runtime = monoio::FusionRuntime<
+    monoio::time::TimeDriver<monoio::IoUringDriver>,
+    monoio::time::TimeDriver<monoio::LegacyDriver>,
+>;
+
+/// Builds a worker's runtime. Only the worker's own thread submits to its
+/// ring, and it needs no interrupt to run completions (it reaps them every
+/// loop turn): COOP_TASKRUN and SINGLE_ISSUER cut kernel work per
+/// operation (Linux 5.19+ and 6.0+). Kernels that refuse them get a plain
+/// ring, or epoll.
+pub fn runtime() -> io::Result<Runtime> {
+    let mut urb = io_uring::IoUring::builder();
+    urb.setup_coop_taskrun().setup_single_issuer();
+    monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .uring_builder(urb)
+        .enable_timer()
+        .build()
+        .or_else(|_| {
+            monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .enable_timer()
+                .build()
+        })
+}
+
+/// The name of the driver a runtime got, for the log.
+pub fn driver_name(rt: &Runtime) -> &'static str {
+    match rt {
+        monoio::FusionRuntime::Uring(_) => "io_uring",
+        monoio::FusionRuntime::Legacy(_) => "epoll",
+    }
+}
+
 /// Binds a listener with `SO_REUSEPORT`, so each worker can have its own
 /// and the kernel spreads connections over them.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {

@@ -55,7 +55,7 @@ pub(crate) fn spawn(setup: Setup, ready: mpsc::Sender<Ready>) -> std::io::Result
         .name(format!("verdant-sink-w{}", setup.index))
         .spawn(move || {
             let _exit = ExitNotice(setup.reports.clone(), setup.index);
-            let mut rt = match runtime() {
+            let mut rt = match verdant_net::runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = ready.send(Err(format!(
@@ -65,10 +65,7 @@ pub(crate) fn spawn(setup: Setup, ready: mpsc::Sender<Ready>) -> std::io::Result
                     return;
                 }
             };
-            let driver = match &rt {
-                monoio::FusionRuntime::Uring(_) => "io_uring",
-                monoio::FusionRuntime::Legacy(_) => "epoll",
-            };
+            let driver = verdant_net::driver_name(&rt);
             let drained = rt.block_on(run(setup, driver, ready));
             if !drained {
                 // Sessions still in flight: dropping the runtime under them
@@ -78,29 +75,6 @@ pub(crate) fn spawn(setup: Setup, ready: mpsc::Sender<Ready>) -> std::io::Result
             }
         })
         .map(drop)
-}
-
-/// The worker's runtime, set up like `verdant serve`'s: only this thread
-/// submits to its ring and it reaps completions every loop turn, so
-/// COOP_TASKRUN and SINGLE_ISSUER cut kernel work per operation; kernels
-/// that refuse them get a plain ring, or epoll.
-fn runtime() -> std::io::Result<
-    monoio::FusionRuntime<
-        monoio::time::TimeDriver<monoio::IoUringDriver>,
-        monoio::time::TimeDriver<monoio::LegacyDriver>,
-    >,
-> {
-    let mut urb = io_uring::IoUring::builder();
-    urb.setup_coop_taskrun().setup_single_issuer();
-    monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .uring_builder(urb)
-        .enable_timer()
-        .build()
-        .or_else(|_| {
-            monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                .enable_timer()
-                .build()
-        })
 }
 
 /// Serves until the stop flag is set, then ends its sessions and makes its
