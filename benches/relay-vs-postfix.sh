@@ -50,6 +50,10 @@ command -v postconf >/dev/null && [ -x /usr/sbin/postfix ] || die "Postfix not f
 [ "$(id -u)" = 0 ] || die "needs root: Postfix's master binds its port and runs its daemons as the postfix user"
 getent passwd postfix >/dev/null && getent group postdrop >/dev/null || die "no postfix user or postdrop group (Debian's package creates them)"
 
+for port in $VERDANT_PORT $VSINK_PORT $POSTFIX_PORT $PSINK_PORT; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then die "port $port is in use (set VERDANT_PORT, VSINK_PORT, POSTFIX_PORT, PSINK_PORT)"; fi
+done
+
 cargo build --release --quiet
 verdant=target/release/verdant
 
@@ -258,4 +262,4 @@ done
 echo | tee -a "$out"
 echo "Postfix queue left: $(find "$pfqueue"/{incoming,active,deferred,hold,corrupt} -type f 2>/dev/null | wc -l) files;" \
      "Postfix log: $(grep -c 'status=sent' "$work/postfix.log" || true) sent, $(grep -c 'status=deferred' "$work/postfix.log" || true) deferred;" \
-     "Verdant: $(wc -l < "$work/verdant.log") log lines, spool $(du -sh "$work/spool" | cut -f1)." >&2
+     "Verdant: $(wc -l < "$work/verdant.log") log lines, $(cat "$work/delivery.log" 2>/dev/null | wc -l) delivery log lines, spool $(du -sh "$work/spool" | cut -f1)." >&2

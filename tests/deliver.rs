@@ -490,3 +490,33 @@ fn partial_failure_delivers_some_bounces_some_and_retries_only_the_rest() {
         assert!(!dsn.contains("busy@example.net\r\nAction: failed"), "{dsn}");
     }
 }
+
+#[test]
+fn a_mail_loop_is_bounced_not_circulated_forever() {
+    let driver = Driver::IoUring;
+    let dir = tempfile::tempdir().unwrap();
+    // Routed to itself: every pass adds a Received: header.
+    let me = common::free_addr();
+    let near = local_at(
+        driver,
+        dir.path(),
+        &format!("routes = {{ \"*\" = \"{me}\" }}"),
+        Some(me),
+    );
+    send(&near, "s@example.com", &["r@example.net"], 1);
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            log_lines(dir.path())
+                .iter()
+                .any(|l| l["code"] == 554 && l["reply"].as_str().unwrap_or("").contains("5.4.6"))
+        }),
+        "no loop detected: {} log lines",
+        log_lines(dir.path()).len()
+    );
+    // The bounce loops too and ends the same way (a null sender gets no
+    // bounce), so the queue drains.
+    assert!(wait_until(Duration::from_secs(30), || queue_list(
+        &near.spool
+    )
+    .is_empty()));
+}

@@ -350,7 +350,6 @@ fn a_null_mx_domain_is_bounced_to_the_sender() {
 /// null MX" with basic code 556 for exactly this failure; the engine reports
 /// 550 5.1.2 ("bad destination system address") instead.
 #[test]
-#[ignore = "engine: a null MX is reported as 550 5.1.2, not RFC 7505's 556 5.1.10"]
 fn a_null_mx_bounce_carries_the_rfc7505_status() {
     let NullMxBounce { dsn, log, id } = null_mx_bounce(Driver::IoUring);
     assert!(dsn.contains("Status: 5.1.10"), "{dsn}");

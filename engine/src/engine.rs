@@ -17,7 +17,7 @@ use verdant_queue::{Body, Delivery, Outcome, Queue, QueueId, Spool, now_micros};
 
 use crate::conn::Timeouts;
 use crate::dest::{DestKey, Dests, Job};
-use crate::dns::DnsHandle;
+use crate::dns::{DnsError, DnsHandle};
 use crate::log::{Attempt, DeliveryLog};
 use crate::retry::RetryPolicy;
 use crate::route::{Routes, domain_of};
@@ -38,6 +38,30 @@ pub struct EngineConfig {
     pub idle_timeout: Duration,
     /// The retry schedule.
     pub retry: RetryPolicy,
+}
+
+/// `Received:` headers a message may carry before it is taken for a loop
+/// (Postfix's hopcount_limit).
+pub const MAX_HOPS: usize = 50;
+
+/// Counts the `Received:` header fields of a raw message.
+fn hops(raw: &[u8]) -> usize {
+    let end = memchr::memmem::find(raw, b"\r\n\r\n").map_or(raw.len(), |i| i + 2);
+    raw[..end]
+        .split(|&b| b == b'\n')
+        .filter(|line| {
+            line.get(..9)
+                .is_some_and(|h| h.eq_ignore_ascii_case(b"received:"))
+        })
+        .count()
+}
+
+/// The recipient indices an attempt covers.
+fn pending_indices(pending: &Option<Vec<u32>>, n: usize) -> Vec<usize> {
+    match pending {
+        Some(p) => p.iter().map(|&i| i as usize).filter(|&i| i < n).collect(),
+        None => (0..n).collect(),
+    }
 }
 
 /// How the recipients of a message are split into transactions.
@@ -178,12 +202,36 @@ impl Engine {
         };
         let n = d.envelope.recipients.len();
         let mut rcpts = vec![Rcpt::Skip; n];
-        match &pending {
-            Some(p) => p
-                .iter()
-                .filter(|&&i| (i as usize) < n)
-                .for_each(|&i| rcpts[i as usize] = Rcpt::Pending),
-            None => rcpts.fill(Rcpt::Pending),
+        if hops(&body) > MAX_HOPS {
+            // A mail loop (RFC 5321 §6.3): bounce rather than circulate.
+            let reply = Reply::local(
+                554,
+                [5, 4, 6],
+                format!("mail loop: more than {MAX_HOPS} Received: headers"),
+            );
+            let group: Vec<u32> = pending_indices(&pending, n)
+                .into_iter()
+                .map(|i| i as u32)
+                .collect();
+            for &i in &group {
+                rcpts[i as usize] = Rcpt::Pending;
+            }
+            let id = d.id;
+            let f = InFlight {
+                delivery: d,
+                body,
+                attempt,
+                rcpts,
+                groups_left: 1,
+            };
+            self.inflight.borrow_mut().insert(id, f);
+            self.report(id, &group, "local", None, None, 0.0, &reply, |_| {
+                Some(reply.clone())
+            });
+            return;
+        }
+        for i in pending_indices(&pending, n) {
+            rcpts[i] = Rcpt::Pending;
         }
         // One group per destination: recipients of domains sharing a
         // static route go in one transaction; other domains each in theirs.
@@ -246,6 +294,7 @@ impl Engine {
             });
             return;
         };
+        let started = std::time::Instant::now();
         match dns.resolve(&domain).await {
             Ok(targets) => {
                 let list = targets
@@ -256,14 +305,20 @@ impl Engine {
                 self.dests.push(&self, key, list, Job { id, rcpts });
             }
             Err(e) => {
-                let r = if e.is_permanent() {
-                    Reply::local(550, [5, 1, 2], format!("cannot route to {domain}: {e}"))
-                } else {
-                    Reply::local(451, [4, 4, 3], format!("cannot route to {domain}: {e}"))
+                let text = format!("cannot route to {domain}: {e}");
+                let r = match e {
+                    // RFC 7505 §4.1: the null MX status.
+                    DnsError::NullMx => Reply::local(556, [5, 1, 10], text),
+                    // RFC 3463: bad destination system address.
+                    DnsError::NoSuchDomain | DnsError::InvalidDomain(_) => {
+                        Reply::local(550, [5, 1, 2], text)
+                    }
+                    // RFC 3463: unable to route.
+                    DnsError::NoAddress => Reply::local(550, [5, 4, 4], text),
+                    DnsError::Temporary(_) => Reply::local(451, [4, 4, 3], text),
                 };
-                self.report(id, &rcpts, &domain, None, None, 0.0, &r, |_| {
-                    Some(r.clone())
-                });
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                self.report(id, &rcpts, &domain, None, None, ms, &r, |_| Some(r.clone()));
             }
         }
     }
@@ -501,5 +556,18 @@ impl Engine {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_counting_stops_at_the_body() {
+        let mut raw = "Received: a\r\nreceived: b\r\nX: y\r\n\r\n".to_string();
+        raw.push_str("Received: in the body\r\n");
+        assert_eq!(hops(raw.as_bytes()), 2);
+        assert_eq!(hops(b""), 0);
     }
 }
