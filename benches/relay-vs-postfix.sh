@@ -216,7 +216,8 @@ git diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
 {
   echo "## $stamp — relay throughput end to end, Verdant vs Postfix"
   echo
-  echo "Machine: $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)."
+  echo "Machine: $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs);" \
+       "load average before the rounds: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "Build: $($verdant --version), commit $commit; Postfix $(postconf -h mail_version)."
   echo "Load: \`smtp-source -s $SESSIONS -l $SIZE [-d] -m N -f a@example.com -t b@example.net\`," \
        "$ROUNDS alternating rounds per mode after $WARMUP warm-up messages each;" \
@@ -229,7 +230,7 @@ git diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
   echo "Postfix: private instance (own config, queue and data directories), Postfix defaults" \
        "(default_process_limit = $(postconf -c "$pfconf" -h default_process_limit)," \
        "default_destination_concurrency_limit = $(postconf -c "$pfconf" -h default_destination_concurrency_limit))" \
-       "except: $(postconf -c "$pfconf" -n | grep -v -e _directory -e maillog_file_prefixes | sed 's/ = /=/; s/ =$/=/' | paste -sd, | sed 's/,/, /g');" \
+       "except: $(postconf -c "$pfconf" -n | grep -v -e _directory -e maillog_file_prefixes | sed "s/ = /=/; s/ =\$/=/; s|$work|TMP|" | paste -sd, | sed 's/,/, /g');" \
        "chroot off; smtpd on 127.0.0.1:PORT; log to a file through postlogd."
   echo
   echo "| mode | round | Verdant msg/s | Postfix msg/s | ratio (target ≥ 8) | Verdant CPU ms/msg | Postfix CPU ms/msg | CPU ratio Postfix/Verdant (target ≥ 8) |"

@@ -46,9 +46,15 @@ pub fn serve(spool: &Path, workers: Vec<flume::Sender<Request>>) -> anyhow::Resu
     std::thread::Builder::new()
         .name("verdant-control".into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Err(e) = handle(stream, &workers) {
-                    eprintln!("verdant: control request failed: {e:#}");
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) => {
+                        if let Err(e) = handle(stream, &workers) {
+                            eprintln!("verdant: control request failed: {e:#}");
+                        }
+                    }
+                    // Out of descriptors: don't spin.
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }
             }
         })?;
@@ -58,7 +64,8 @@ pub fn serve(spool: &Path, workers: Vec<flume::Sender<Request>>) -> anyhow::Resu
 fn handle(stream: UnixStream, workers: &[flume::Sender<Request>]) -> anyhow::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
+    // A request is a short JSON line; don't read more than that.
+    BufReader::new(std::io::Read::take(&stream, 4096)).read_line(&mut line)?;
     let answer = match serde_json::from_str::<Control>(&line) {
         Ok(cmd) => {
             let mut total = ControlResult::default();

@@ -451,10 +451,42 @@ fn partial_failure_delivers_some_bounces_some_and_retries_only_the_rest() {
             .iter()
             .filter(|l| l["id"] == ids[0].as_str() && l["attempt"] == 1)
             .collect();
+        // One transaction (same duration), logged one line per result.
+        let outcome_of = |rcpt: &str| {
+            first
+                .iter()
+                .find(|l| {
+                    l["recipients"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|r| r == rcpt)
+                })
+                .map(|l| {
+                    (
+                        l["outcome"].as_str().unwrap().to_string(),
+                        l["code"].as_u64().unwrap(),
+                    )
+                })
+        };
+        assert_eq!(first.len(), 3, "{log:?}");
+        assert!(
+            first
+                .iter()
+                .all(|l| l["duration_ms"] == first[0]["duration_ms"]),
+            "{log:?}"
+        );
         assert_eq!(
-            first.len(),
-            1,
-            "one transaction for the three recipients: {log:?}"
+            outcome_of("ok@example.net"),
+            Some(("delivered".into(), 250))
+        );
+        assert_eq!(
+            outcome_of("gone@example.net"),
+            Some(("bounced".into(), 550))
+        );
+        assert_eq!(
+            outcome_of("busy@example.net"),
+            Some(("deferred".into(), 450))
         );
         let second = log
             .iter()

@@ -81,6 +81,8 @@ pub struct Conn {
     pub transactions: usize,
     /// The last transaction did not complete: send RSET before the next.
     dirty: bool,
+    /// The server answered 421: it is closing the connection.
+    closing: bool,
 }
 
 const READ_CHUNK: usize = 8 * 1024;
@@ -106,6 +108,7 @@ impl Conn {
             peer: addr,
             transactions: 0,
             dirty: false,
+            closing: false,
         };
         let greeting = c.reply(timeouts.command, "greeting").await?;
         if greeting.code != 220 {
@@ -148,10 +151,16 @@ impl Conn {
         body: &[u8],
     ) -> Result<TxResult, ConnError> {
         let t = self.timeouts;
+        let rset = std::mem::take(&mut self.dirty);
+        if rset && !self.caps.pipelining {
+            // One command at a time: a server without PIPELINING may
+            // refuse (and drop) a client that sends ahead (RFC 2920 §3.1).
+            self.send(b"RSET\r\n".to_vec(), t.command).await?;
+            self.reply(t.command, "RSET").await?;
+        }
         let mut out = std::mem::take(&mut self.wbuf);
         out.clear();
-        let rset = std::mem::take(&mut self.dirty);
-        if rset {
+        if rset && self.caps.pipelining {
             out.extend_from_slice(b"RSET\r\n");
         }
         smtp::mail_from(&mut out, env, body.len(), &self.caps);
@@ -172,9 +181,6 @@ impl Conn {
             self.pipelined_replies(rcpts.len(), body).await
         } else {
             self.send(out, t.command).await?;
-            if rset {
-                self.reply(t.command, "RSET").await?;
-            }
             self.lockstep(rcpts, body).await
         };
         if let Ok(r) = &result {
@@ -183,8 +189,22 @@ impl Conn {
             } else {
                 self.dirty = true;
             }
+            // 421: the server is closing the connection (RFC 5321 §3.8).
+            if r.reply.code == 421 || r.recipients.iter().flatten().any(|x| x.code == 421) {
+                self.closing = true;
+            }
+        }
+        if self.wbuf.capacity() > 1 << 20 {
+            // Don't keep a large message's buffer for the connection's life.
+            self.wbuf = Vec::with_capacity(READ_CHUNK);
         }
         result
+    }
+
+    /// Whether the server said it is closing this connection: it must not
+    /// be used again.
+    pub fn is_closing(&self) -> bool {
+        self.closing
     }
 
     /// Reads the replies to MAIL, each RCPT and DATA/BDAT of a pipelined group.
@@ -201,6 +221,12 @@ impl Conn {
             self.reply(t.data, "BDAT").await?
         } else {
             let go = self.reply(t.command, "DATA").await?;
+            if go.is_positive() && go.code != 354 {
+                // Content never sent: nothing may count as delivered.
+                return Err(ConnError::Protocol(format!(
+                    "unexpected reply to DATA: {go}"
+                )));
+            }
             if go.code == 354 {
                 let mut out = std::mem::take(&mut self.wbuf);
                 out.clear();
@@ -247,6 +273,11 @@ impl Conn {
         }
         self.send(b"DATA\r\n".to_vec(), t.command).await?;
         let go = self.reply(t.command, "DATA").await?;
+        if go.is_positive() && go.code != 354 {
+            return Err(ConnError::Protocol(format!(
+                "unexpected reply to DATA: {go}"
+            )));
+        }
         if go.code != 354 {
             return Ok(Self::verdict(mail, rcpt_replies, go));
         }
@@ -305,6 +336,19 @@ impl Conn {
 
     /// Reads one complete reply.
     async fn reply(&mut self, timeout: Duration, what: &'static str) -> Result<Reply, ConnError> {
+        Ok(self.reply_at(timeout, what).await?.0)
+    }
+
+    /// Reads one complete reply; also returns where its bytes lie in the
+    /// read buffer (valid until the next read). The timeout bounds the
+    /// whole reply, so a server trickling continuation lines cannot hold
+    /// the connection longer.
+    async fn reply_at(
+        &mut self,
+        timeout: Duration,
+        what: &'static str,
+    ) -> Result<(Reply, std::ops::Range<usize>), ConnError> {
+        let deadline = std::time::Instant::now() + timeout;
         loop {
             let pending = &self.rbuf[self.start..];
             // Only parse once a whole last line is there: a line whose 4th
@@ -315,8 +359,9 @@ impl Conn {
                 let r = rx
                     .parse(&mut it)
                     .map_err(|e| ConnError::Protocol(format!("bad reply to {what}: {e:?}")))?;
+                let range = self.start..self.start + end;
                 self.start += end;
-                return Ok(r.into());
+                return Ok((r.into(), range));
             }
             if pending.len() > smtp_proto::response::parser::MAX_RESPONSE_LENGTH * 4 {
                 return Err(ConnError::Protocol(format!("reply to {what} too long")));
@@ -325,7 +370,8 @@ impl Conn {
             self.start = 0;
             self.rbuf.reserve(READ_CHUNK);
             let buf = std::mem::take(&mut self.rbuf);
-            let (r, buf) = io::read(&mut self.stream, buf, timeout).await;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let (r, buf) = io::read(&mut self.stream, buf, left).await;
             self.rbuf = buf;
             match r {
                 Ok(Some(0)) => return Err(ConnError::Io(std::io::ErrorKind::UnexpectedEof.into())),
@@ -339,12 +385,11 @@ impl Conn {
     async fn ehlo(&mut self) -> Result<Result<Capabilities, Reply>, ConnError> {
         // Read the whole multi-line reply first, then parse it twice: as a
         // generic reply (for its code) and as an EHLO capability list.
-        let begin = self.start;
-        let generic = self.reply(self.timeouts.command, "EHLO").await?;
+        let (generic, range) = self.reply_at(self.timeouts.command, "EHLO").await?;
         if generic.code != 250 {
             return Ok(Err(generic));
         }
-        let raw = &self.rbuf[begin..self.start];
+        let raw = &self.rbuf[range];
         match EhloResponse::parse(&mut raw.iter()) {
             Ok(e) => Ok(Ok(Capabilities::from_ehlo(&e))),
             // A 250 we cannot read capabilities from: assume none.

@@ -47,6 +47,8 @@ pub struct Job {
     pub id: QueueId,
     /// Indices of its recipients.
     pub rcpts: Vec<u32>,
+    /// Already sent again once after a kept connection broke.
+    pub retried: bool,
 }
 
 /// Addresses to try, in order, each with its MX host name if from DNS.
@@ -143,6 +145,21 @@ impl Dests {
             .unwrap_or_default()
     }
 
+    /// Takes every job waiting for `key`.
+    fn drain(&self, key: &DestKey) -> Vec<Job> {
+        let mut map = self.map.borrow_mut();
+        map.get_mut(key)
+            .map(|d| d.queue.drain(..).collect())
+            .unwrap_or_default()
+    }
+
+    /// Puts a job back at the head of its queue (for the calling task).
+    fn retry_first(&self, key: &DestKey, job: Job) {
+        if let Some(d) = self.map.borrow_mut().get_mut(key) {
+            d.queue.push_front(job);
+        }
+    }
+
     fn limits(&self, key: &DestKey) -> Option<DestLimits> {
         self.map.borrow().get(key).map(|d| d.limits)
     }
@@ -207,10 +224,15 @@ async fn connection(engine: Rc<Engine>, key: DestKey, task: u64) {
             match connect_any(&engine.dests.targets(&key), &cfg.hostname, cfg.timeouts).await {
                 Ok(c) => open = Some(c),
                 Err((reply, ip)) => {
+                    // The destination is unreachable now: defer every job
+                    // waiting for it too, rather than probing it again for
+                    // each (a connect timeout apiece).
                     let ms = started.elapsed().as_secs_f64() * 1e3;
-                    engine.report(job.id, &job.rcpts, &name, None, ip, ms, &reply, |_| {
-                        Some(reply.clone())
-                    });
+                    for j in std::iter::once(job).chain(engine.dests.drain(&key)) {
+                        engine.report(j.id, &j.rcpts, &name, None, ip, ms, &reply, |_| {
+                            Some(reply.clone())
+                        });
+                    }
                     continue;
                 }
             }
@@ -237,9 +259,22 @@ async fn connection(engine: Rc<Engine>, key: DestKey, task: u64) {
             .iter()
             .map(|&i| env.recipients[i as usize].as_str())
             .collect();
+        let reused = conn.transactions > 0;
         let result = conn.transaction(&env, &rcpts, &body).await;
         let ms = started.elapsed().as_secs_f64() * 1e3;
         match result {
+            // A kept connection the server closed while it was idle: not
+            // this message's fault; send it again on a fresh connection.
+            Err(ConnError::Io(_)) if reused && !job.retried => {
+                open = None;
+                engine.dests.retry_first(
+                    &key,
+                    Job {
+                        retried: true,
+                        ..job
+                    },
+                );
+            }
             Ok(tx) => {
                 engine.report(
                     job.id,
@@ -255,7 +290,9 @@ async fn connection(engine: Rc<Engine>, key: DestKey, task: u64) {
                     .dests
                     .limits(&key)
                     .map_or(usize::MAX, |l| l.max_messages_per_connection);
-                if conn.transactions >= max {
+                if conn.is_closing() {
+                    open = None;
+                } else if conn.transactions >= max {
                     let (c, _) = open.take().expect("open");
                     c.quit().await;
                 }

@@ -40,6 +40,9 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
 }
 
+/// How soon to try again after the queue failed to record an attempt.
+const STORAGE_RETRY: Duration = Duration::from_secs(60);
+
 /// `Received:` headers a message may carry before it is taken for a loop
 /// (Postfix's hopcount_limit).
 pub const MAX_HOPS: usize = 50;
@@ -97,7 +100,8 @@ pub struct Engine {
     inflight: RefCell<HashMap<QueueId, InFlight>>,
     /// Deferred messages by next attempt time (microseconds).
     deferred: RefCell<BinaryHeap<Reverse<(u64, QueueId)>>>,
-    waiting: RefCell<HashMap<QueueId, Delivery>>,
+    /// Deferred messages and when each is due.
+    waiting: RefCell<HashMap<QueueId, (u64, Delivery)>>,
     pub(crate) dests: Dests,
     log: RefCell<DeliveryLog>,
 }
@@ -149,7 +153,7 @@ impl Engine {
 
     fn defer_until(&self, d: Delivery, until: u64) {
         self.deferred.borrow_mut().push(Reverse((until, d.id)));
-        self.waiting.borrow_mut().insert(d.id, d);
+        self.waiting.borrow_mut().insert(d.id, (until, d));
     }
 
     /// Starts the retries that are due, checking a few times a second.
@@ -161,13 +165,18 @@ impl Engine {
                 let due = {
                     let mut heap = self.deferred.borrow_mut();
                     match heap.peek() {
-                        Some(Reverse((t, _))) if *t <= now => heap.pop().map(|Reverse((_, id))| id),
+                        Some(Reverse((t, _))) if *t <= now => {
+                            heap.pop().map(|Reverse(entry)| entry)
+                        }
                         _ => None,
                     }
                 };
-                let Some(id) = due else { break };
-                let d = self.waiting.borrow_mut().remove(&id);
-                if let Some(d) = d {
+                let Some((due_at, id)) = due else { break };
+                // A heap entry left by an earlier schedule of this message
+                // (it was retried by hand, or deferred again since) is stale.
+                let current =
+                    matches!(self.waiting.borrow().get(&id), Some((until, _)) if *until == due_at);
+                if current && let Some((_, d)) = self.waiting.borrow_mut().remove(&id) {
                     self.start(d);
                 }
             }
@@ -277,7 +286,16 @@ impl Engine {
                 Group::Route(addrs) => {
                     let targets = addrs.iter().map(|a| (None, *a)).collect();
                     let key = DestKey::Route(addrs);
-                    self.dests.push(self, key, targets, Job { id, rcpts });
+                    self.dests.push(
+                        self,
+                        key,
+                        targets,
+                        Job {
+                            id,
+                            rcpts,
+                            retried: false,
+                        },
+                    );
                 }
                 Group::Mx(domain) => {
                     monoio::spawn(self.clone().resolve_then_queue(id, domain, rcpts));
@@ -302,7 +320,16 @@ impl Engine {
                     .flat_map(|t| t.addrs.iter().map(|a| (Some(t.host.clone()), *a)))
                     .collect();
                 let key = DestKey::Mx(domain);
-                self.dests.push(&self, key, list, Job { id, rcpts });
+                self.dests.push(
+                    &self,
+                    key,
+                    list,
+                    Job {
+                        id,
+                        rcpts,
+                        retried: false,
+                    },
+                );
             }
             Err(e) => {
                 let text = format!("cannot route to {domain}: {e}");
@@ -350,42 +377,44 @@ impl Engine {
             let Some(f) = inflight.get_mut(&id) else {
                 return;
             };
-            let mut outcome_for_log = "delivered";
-            let mut refused: Option<Reply> = None;
+            // One log line per distinct result: the delivered recipients
+            // with the final reply, each refusal with its own reply.
+            let mut lines: Vec<(Option<Reply>, Vec<&str>)> = Vec::new();
             for (k, &i) in rcpts.iter().enumerate() {
                 let r = result(k);
-                if let Some(reply) = &r {
-                    outcome_for_log = if reply.is_permanent() {
-                        "bounced"
-                    } else {
-                        "deferred"
-                    };
-                    refused = Some(reply.clone());
+                let name = f.delivery.envelope.recipients[i as usize].as_str();
+                match lines.iter_mut().find(|(x, _)| *x == r) {
+                    Some((_, names)) => names.push(name),
+                    None => lines.push((r.clone(), vec![name])),
                 }
                 f.rcpts[i as usize] = match r {
                     None => Rcpt::Delivered,
                     Some(reply) => Rcpt::Failed(reply),
                 };
             }
-            let logged = refused.as_ref().unwrap_or(reply);
-            let (code, text) = (logged.code, logged.to_string());
-            let names: Vec<&str> = rcpts
-                .iter()
-                .map(|&i| f.delivery.envelope.recipients[i as usize].as_str())
-                .collect();
-            self.log.borrow_mut().write(&Attempt {
-                time: verdant_queue::time::rfc3339(now_micros()),
-                id: id.to_string(),
-                recipients: names,
-                destination,
-                mx,
-                ip: ip.map(|a| a.to_string()),
-                code,
-                reply: text,
-                duration_ms,
-                attempt: f.attempt,
-                outcome: outcome_for_log,
-            });
+            let time = verdant_queue::time::rfc3339(now_micros());
+            let mut log = self.log.borrow_mut();
+            for (r, names) in lines {
+                let (logged, outcome) = match &r {
+                    None => (reply, "delivered"),
+                    Some(x) if x.is_permanent() => (x, "bounced"),
+                    Some(x) => (x, "deferred"),
+                };
+                log.write(&Attempt {
+                    time: time.clone(),
+                    id: id.to_string(),
+                    recipients: names,
+                    destination,
+                    mx,
+                    ip: ip.map(|a| a.to_string()),
+                    code: logged.code,
+                    reply: logged.to_string(),
+                    duration_ms,
+                    attempt: f.attempt,
+                    outcome,
+                });
+            }
+            drop(log);
             f.groups_left -= 1;
             f.groups_left == 0
         };
@@ -440,15 +469,25 @@ impl Engine {
         // is forgotten or retried; a failure leaves it live, so it is
         // tried again after a restart rather than lost.
         let me = self.clone();
+        let short_retry = now + STORAGE_RETRY.as_micros() as u64;
         monoio::spawn(async move {
+            // If the bounce or the outcome cannot be made durable, the
+            // attempt did not happen as far as the queue knows: the message
+            // stays as it was (live, with its previous outcome) and is
+            // tried again shortly, so no bounce is lost and nothing stalls.
             if let Some((env, dsn)) = bounce {
                 let bid = spool.next_id();
                 if let Err(e) = spool.enqueue(bid, &env, &dsn).await {
-                    eprintln!("verdant: {id}: cannot queue the bounce: {e}");
+                    eprintln!("verdant: {id}: cannot queue the bounce ({e}); trying again later");
+                    delivery.body = Body::Spool(delivery.location);
+                    me.defer_until(delivery, short_retry);
+                    return;
                 }
             }
             if let Err(e) = spool.record_outcome(id, &outcome).await {
-                eprintln!("verdant: {id}: cannot record the outcome: {e}");
+                eprintln!("verdant: {id}: cannot record the outcome ({e}); trying again later");
+                delivery.body = Body::Spool(delivery.location);
+                me.defer_until(delivery, short_retry);
                 return;
             }
             if engine_retry {
@@ -494,8 +533,12 @@ impl Engine {
         let mut result = ControlResult::default();
         match cmd {
             Control::Retry { id: None } => {
-                let all: Vec<Delivery> =
-                    self.waiting.borrow_mut().drain().map(|(_, d)| d).collect();
+                let all: Vec<Delivery> = self
+                    .waiting
+                    .borrow_mut()
+                    .drain()
+                    .map(|(_, (_, d))| d)
+                    .collect();
                 result.affected = all.len();
                 for d in all {
                     self.start(d);
@@ -506,7 +549,7 @@ impl Engine {
                     return result;
                 };
                 let d = self.waiting.borrow_mut().remove(&id);
-                if let Some(d) = d {
+                if let Some((_, d)) = d {
                     result.affected = 1;
                     self.start(d);
                 } else if self.inflight.borrow().contains_key(&id) {
@@ -521,16 +564,15 @@ impl Engine {
                     result.busy = 1;
                     return result;
                 }
-                let Some(d) = self.waiting.borrow_mut().remove(&id) else {
+                let Some((until, d)) = self.waiting.borrow_mut().remove(&id) else {
                     return result;
                 };
                 if *bounce && !d.envelope.sender.is_empty() {
-                    let pending: Vec<usize> = match &d.outcome {
-                        Some(Outcome::Deferred { pending, .. }) => {
-                            pending.iter().map(|&i| i as usize).collect()
-                        }
-                        _ => (0..d.envelope.recipients.len()).collect(),
+                    let pending = match &d.outcome {
+                        Some(Outcome::Deferred { pending, .. }) => Some(pending.clone()),
+                        _ => None,
                     };
+                    let pending = pending_indices(&pending, d.envelope.recipients.len());
                     let reply =
                         Reply::local(550, [5, 0, 0], "removed from the queue by the postmaster");
                     let failed: Vec<(usize, Reply)> =
@@ -550,7 +592,7 @@ impl Engine {
                     Ok(()) => result.affected = 1,
                     Err(e) => {
                         eprintln!("verdant: {id}: cannot record the removal: {e}");
-                        self.waiting.borrow_mut().insert(id, d);
+                        self.defer_until(d, until);
                     }
                 }
             }
