@@ -27,8 +27,8 @@ pub struct SinkArgs {
     /// Worker threads, one runtime and listener each (0: one per core).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub workers: usize,
-    /// Write each accepted message to DIR as <queue id>.eml, its envelope
-    /// (sender, recipients, received_at) to <queue id>.json.
+    /// Write each accepted message to DIR as ID.eml (ID: the queue id), its envelope
+    /// (sender, recipients, received_at) to ID.json.
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
     /// Percentage of recipients refused at RCPT with 450 4.2.1.
