@@ -24,8 +24,9 @@
 # package (apt-get install postfix) for smtp-source and Postfix itself; the
 # system's Postfix is neither used nor touched: the instance here has its
 # own config, queue and data directories in a temporary directory, listens
-# on 127.0.0.1 only and does no DNS. Everything stops by itself. Prints a
-# Markdown table and appends it to benches/runs/.
+# on 127.0.0.1 only and does no DNS. Everything stops by itself, within
+# TIMEOUT seconds (default 300) per round. Prints a Markdown table and, once
+# every round is done, appends it to benches/runs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +46,10 @@ POSTFIX_PORT=${POSTFIX_PORT:-2637}
 PSINK_PORT=${PSINK_PORT:-2638}
 
 die() { echo "relay-vs-postfix: $*" >&2; exit 1; }
+for v in "$ROUNDS" "$MESSAGES" "$PF_MESSAGES" "$TIMEOUT"; do
+  [[ $v =~ ^[1-9][0-9]*$ ]] || die "not a positive count: $v"
+done
+for mode in $MODES; do [ "$mode" = reuse ] || [ "$mode" = new ] || die "unknown mode $mode (reuse or new)"; done
 command -v smtp-source >/dev/null || die "smtp-source not found: apt-get install postfix"
 command -v postconf >/dev/null && [ -x /usr/sbin/postfix ] || die "Postfix not found: apt-get install postfix"
 [ "$(id -u)" = 0 ] || die "needs root: Postfix's master binds its port and runs its daemons as the postfix user"
@@ -54,6 +59,8 @@ for port in $VERDANT_PORT $VSINK_PORT $POSTFIX_PORT $PSINK_PORT; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then die "port $port is in use (set VERDANT_PORT, VSINK_PORT, POSTFIX_PORT, PSINK_PORT)"; fi
 done
 
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
 cargo build --release --quiet
 verdant=target/release/verdant
 
@@ -82,6 +89,10 @@ cleanup() {
     if [ -d "/proc/$pid" ]; then kill -9 -- "-$pid" 2>/dev/null || true; fi
   fi
   for pid in ${vpid:-} ${vsink:-} ${psink:-}; do kill "$pid" 2>/dev/null || true; done
+  for pid in ${vpid:-} ${vsink:-} ${psink:-}; do
+    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
   if [ $rc != 0 ] && [ -f "$work/postfix.log" ]; then
     echo "--- last lines of Postfix's log:" >&2; tail -20 "$work/postfix.log" >&2
@@ -211,8 +222,7 @@ run postfix $WARMUP -d >/dev/null
 
 stamp=$(date -u +%Y-%m-%dT%H:%MZ)
 out="benches/runs/$(date -u +%Y-%m-%d)-relay-vs-postfix.md"
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
+report=$work/report.md       # appended to $out only once every round is done
 {
   echo "## $stamp — relay throughput end to end, Verdant vs Postfix"
   echo
@@ -235,14 +245,13 @@ git diff --quiet HEAD 2>/dev/null || commit="$commit (with uncommitted changes)"
   echo
   echo "| mode | round | Verdant msg/s | Postfix msg/s | ratio (target ≥ 8) | Verdant CPU ms/msg | Postfix CPU ms/msg | CPU ratio Postfix/Verdant (target ≥ 8) |"
   echo "|---|---|---|---|---|---|---|---|"
-} | tee -a "$out"
+} | tee -a "$report"
 
 f() { awk "BEGIN { printf \"$1\", $2 }"; }
 for mode in $MODES; do
   case $mode in
     reuse) flags=(-d); nv=$MESSAGES; np=$PF_MESSAGES ;;
-    new) flags=(); nv=$((MESSAGES / 2)); np=$((PF_MESSAGES / 2)) ;;
-    *) die "unknown mode $mode (reuse or new)" ;;
+    new) flags=(); nv=$(((MESSAGES + 1) / 2)); np=$(((PF_MESSAGES + 1) / 2)) ;;
   esac
   sum_rv=0; sum_rp=0; sum_cv=0; sum_cp=0
   for r in $(seq "$ROUNDS"); do
@@ -254,13 +263,14 @@ for mode in $MODES; do
     sum_cv=$(f %.5f "$sum_cv + $mv"); sum_cp=$(f %.5f "$sum_cp + $mp")
     [ "$sv" = 0 ] && [ "$sp" = 0 ] || echo "relay-vs-postfix: smtp-source exit: Verdant $sv, Postfix $sp" >&2
     printf '| %s | %d | %.0f | %.0f | %.1f | %.3f | %.3f | %.1f |\n' $mode "$r" "$rv" "$rp" "$(f %.4f "$rv / $rp")" \
-      "$mv" "$mp" "$(f %.4f "$mp / $mv")" | tee -a "$out"
+      "$mv" "$mp" "$(f %.4f "$mp / $mv")" | tee -a "$report"
   done
   printf '| %s | mean | %.0f | %.0f | **%.1f** | %.3f | %.3f | **%.1f** |\n' $mode \
     "$(f %.3f "$sum_rv / $ROUNDS")" "$(f %.3f "$sum_rp / $ROUNDS")" "$(f %.4f "$sum_rv / $sum_rp")" \
-    "$(f %.5f "$sum_cv / $ROUNDS")" "$(f %.5f "$sum_cp / $ROUNDS")" "$(f %.4f "$sum_cp / $sum_cv")" | tee -a "$out"
+    "$(f %.5f "$sum_cv / $ROUNDS")" "$(f %.5f "$sum_cp / $ROUNDS")" "$(f %.4f "$sum_cp / $sum_cv")" | tee -a "$report"
 done
-echo | tee -a "$out"
+echo | tee -a "$report"
+cat "$report" >> "$out"
 echo "Postfix queue left: $(find "$pfqueue"/{incoming,active,deferred,hold,corrupt} -type f 2>/dev/null | wc -l) files;" \
      "Postfix log: $(grep -c 'status=sent' "$work/postfix.log" || true) sent, $(grep -c 'status=deferred' "$work/postfix.log" || true) deferred;" \
      "Verdant: $(wc -l < "$work/verdant.log") log lines, $(cat "$work/delivery.log" 2>/dev/null | wc -l) delivery log lines, spool $(du -sh "$work/spool" | cut -f1)." >&2

@@ -40,6 +40,9 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
 }
 
+/// Messages one worker keeps in flight (with their content in memory).
+pub const MAX_IN_FLIGHT: usize = 10_000;
+
 /// How soon to try again after the queue failed to record an attempt.
 const STORAGE_RETRY: Duration = Duration::from_secs(60);
 
@@ -103,6 +106,8 @@ pub struct Engine {
     /// Deferred messages and when each is due.
     waiting: RefCell<HashMap<QueueId, (u64, Delivery)>>,
     pub(crate) dests: Dests,
+    /// Messages waiting for room in flight (content left in the spool).
+    backlog: RefCell<std::collections::VecDeque<Delivery>>,
     log: RefCell<DeliveryLog>,
 }
 
@@ -124,6 +129,7 @@ impl Engine {
             deferred: RefCell::default(),
             waiting: RefCell::default(),
             dests: Dests::default(),
+            backlog: RefCell::default(),
             log: RefCell::new(log),
         })
     }
@@ -185,39 +191,63 @@ impl Engine {
 
     /// Starts an attempt: groups the pending recipients by domain and
     /// routes each group.
-    fn start(self: &Rc<Self>, d: Delivery) {
+    fn start(self: &Rc<Self>, mut d: Delivery) {
+        if self.inflight.borrow().len() >= MAX_IN_FLIGHT {
+            // Bound the memory held by message contents: beyond this many
+            // messages in flight, later ones wait with their content on disk.
+            d.body = Body::Spool(d.location);
+            self.backlog.borrow_mut().push_back(d);
+            return;
+        }
         let (attempt, pending): (u32, Option<Vec<u32>>) = match &d.outcome {
             Some(Outcome::Deferred {
                 attempt, pending, ..
             }) => (attempt + 1, Some(pending.clone())),
             _ => (1, None),
         };
+        let mut unreadable = false;
         let body: Rc<[u8]> = match &d.body {
             Body::Memory(b) => b.clone(),
             Body::Spool(loc) => match self.spool.read_body(loc) {
                 Ok(b) => b.into(),
                 Err(e) => {
                     // The record was durable and checked at start: a read
-                    // error is the disk's; try again later.
+                    // error is the disk's. Try again later, until the
+                    // message is too old: then it bounces (with no content
+                    // to return) rather than waiting forever.
                     eprintln!(
                         "verdant: {}: cannot read the message from the spool: {e}",
                         d.id
                     );
-                    let until = now_micros() + self.cfg.retry.initial.as_micros() as u64;
-                    self.defer_until(d, until);
-                    return;
+                    if !self.cfg.retry.expired(d.envelope.received_at, now_micros()) {
+                        let until = now_micros() + self.cfg.retry.initial.as_micros() as u64;
+                        self.defer_until(d, until);
+                        return;
+                    }
+                    unreadable = true;
+                    Rc::from(Vec::new())
                 }
             },
         };
         let n = d.envelope.recipients.len();
         let mut rcpts = vec![Rcpt::Skip; n];
-        if hops(&body) > MAX_HOPS {
+        let fail_all = if unreadable {
+            Some(Reply::local(
+                554,
+                [5, 3, 0],
+                "message content unreadable in the spool; given up",
+            ))
+        } else if hops(&body) > MAX_HOPS {
             // A mail loop (RFC 5321 §6.3): bounce rather than circulate.
-            let reply = Reply::local(
+            Some(Reply::local(
                 554,
                 [5, 4, 6],
                 format!("mail loop: more than {MAX_HOPS} Received: headers"),
-            );
+            ))
+        } else {
+            None
+        };
+        if let Some(reply) = fail_all {
             let group: Vec<u32> = pending_indices(&pending, n)
                 .into_iter()
                 .map(|i| i as u32)
@@ -428,6 +458,10 @@ impl Engine {
         let Some(f) = self.inflight.borrow_mut().remove(&id) else {
             return;
         };
+        let next = self.backlog.borrow_mut().pop_front();
+        if let Some(next) = next {
+            self.start(next);
+        }
         let now = now_micros();
         let expired = self.cfg.retry.expired(f.delivery.envelope.received_at, now);
         let mut temp = Vec::new();
