@@ -55,8 +55,25 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     let cores = core_ids();
     // Each worker reports once: Ok when it listens, or its start-up error.
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
-    // And once more when its thread ends, however it ends (panics included).
-    let (exit_tx, exit_rx) = mpsc::channel::<usize>();
+    // The main thread waits for a worker to end (however it ends, panics
+    // included) or for a signal to stop.
+    let (exit_tx, exit_rx) = mpsc::channel::<MainEvent>();
+    // Dropping the sender tells every listener to close (graceful stop).
+    let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+    // Installed before anything is announced, so that a SIGTERM right
+    // after start-up is a graceful stop too, not the default kill.
+    let signals = exit_tx.clone();
+    let mut sigs = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
+        .context("installing the signal handlers")?;
+    std::thread::Builder::new()
+        .name("verdant-signals".into())
+        .spawn(move || {
+            for sig in sigs.forever() {
+                if signals.send(MainEvent::Signal(sig)).is_err() {
+                    return;
+                }
+            }
+        })?;
     for worker in 0..workers {
         let settings = settings.clone();
         let session = session.clone();
@@ -65,6 +82,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         let control = control_rx.next().expect("one per worker");
         let ready = ready_tx.clone();
         let exit = ExitNotice(exit_tx.clone(), worker);
+        let stop = stop_rx.clone();
         let core = if settings.server.pin_workers && !cores.is_empty() {
             Some(cores[worker % cores.len()])
         } else {
@@ -87,13 +105,14 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                     limiter,
                     delivery,
                     control,
+                    stop,
                     ready,
                 })
             })
             .context("spawning a worker thread")?;
     }
     drop(ready_tx);
-    drop(exit_tx);
+    drop(stop_rx);
     for _ in 0..workers {
         let msg = ready_rx
             .recv()
@@ -113,20 +132,61 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             .join(", "),
         settings.spool.dir.display()
     );
-    // Workers run forever; one that stops (a bug, a panic) takes the
-    // process down, so that a supervisor restarts it whole rather than it
-    // limping on with fewer cores. Acknowledged mail is safe in the spool.
-    let worker = exit_rx.recv().unwrap_or(0);
-    Err(anyhow!("worker {worker} stopped unexpectedly"))
+    drop(exit_tx);
+    // Workers run until told to stop; one that stops by itself (a bug, a
+    // panic) takes the process down, so that a supervisor restarts it whole
+    // rather than it limping on with fewer cores. Acknowledged mail is safe
+    // in the spool either way.
+    let signal = match exit_rx.recv() {
+        Ok(MainEvent::Signal(sig)) => sig,
+        Ok(MainEvent::WorkerExit(worker)) => {
+            return Err(anyhow!("worker {worker} stopped unexpectedly"));
+        }
+        Err(_) => return Err(anyhow!("every worker stopped")),
+    };
+    // Graceful stop: close the listeners (new clients are refused), let the
+    // open sessions finish (each 250 still waits for its durable write) for
+    // up to SHUTDOWN_GRACE, then exit. A second signal exits at once.
+    // Deliveries in progress at the exit are retried after the restart
+    // (at least once, as after a crash).
+    eprintln!(
+        "verdant: stopping on signal {signal}: no new connections; {} session(s) open, waiting up to {}s",
+        limiter.open(),
+        SHUTDOWN_GRACE.as_secs()
+    );
+    drop(stop_tx);
+    let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
+    while limiter.open() > 0 && std::time::Instant::now() < deadline {
+        match exit_rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(MainEvent::Signal(_)) => break,
+            Ok(MainEvent::WorkerExit(worker)) => {
+                return Err(anyhow!("worker {worker} stopped while stopping"));
+            }
+            Err(_) => {}
+        }
+    }
+    eprintln!("verdant: stopped ({} session(s) cut)", limiter.open());
+    Ok(())
+}
+
+/// How long a graceful stop waits for open sessions.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What the main thread waits for.
+enum MainEvent {
+    /// A worker thread ended.
+    WorkerExit(usize),
+    /// SIGTERM or SIGINT.
+    Signal(i32),
 }
 
 /// Tells the main thread that a worker thread ended, on drop, so also when
 /// it unwinds from a panic.
-struct ExitNotice(mpsc::Sender<usize>, usize);
+struct ExitNotice(mpsc::Sender<MainEvent>, usize);
 
 impl Drop for ExitNotice {
     fn drop(&mut self) {
-        let _ = self.0.send(self.1);
+        let _ = self.0.send(MainEvent::WorkerExit(self.1));
     }
 }
 
@@ -139,6 +199,7 @@ struct Worker {
     limiter: Arc<ConnLimiter>,
     delivery: Option<(EngineConfig, Option<DnsHandle>)>,
     control: flume::Receiver<control::Request>,
+    stop: flume::Receiver<()>,
     ready: mpsc::Sender<anyhow::Result<String>>,
 }
 
@@ -151,6 +212,7 @@ fn worker_main(w: Worker) {
         limiter,
         delivery,
         control,
+        stop,
         ready,
     } = w;
     let rt = verdant_net::runtime();
@@ -237,11 +299,18 @@ fn worker_main(w: Worker) {
         drop(ready);
         let mut tasks = Vec::new();
         for l in listeners {
-            tasks.push(monoio::spawn(verdant_receiver::serve(l, rx.clone())));
+            let stop = stop.clone();
+            let stopped = async move {
+                let _ = stop.recv_async().await;
+            };
+            tasks.push(monoio::spawn(verdant_receiver::serve(l, rx.clone(), stopped)));
         }
         for t in tasks {
             t.await;
         }
+        // The listeners closed for a graceful stop: sessions and deliveries
+        // go on until the main thread ends the process.
+        std::future::pending::<()>().await;
     });
 }
 

@@ -267,3 +267,46 @@ with smtplib.SMTP("127.0.0.1", {port}) as s:
         assert_eq!(listed[0]["message_id"], "<py@test>");
     }
 }
+
+#[test]
+fn sigterm_stops_accepting_but_lets_an_open_transaction_finish() {
+    for driver in Driver::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = start(driver, &dir, "");
+        let mut c = server.client();
+        c.cmd("EHLO stop.test");
+        assert!(c.cmd("MAIL FROM:<a@example.com>").starts_with("250"));
+        assert!(c.cmd("RCPT TO:<b@example.net>").starts_with("250"));
+        assert!(c.cmd("DATA").starts_with("354"));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert!(
+            common::wait_until(Duration::from_secs(5), || server
+                .log()
+                .contains("stopping on signal")),
+            "{}",
+            server.log()
+        );
+        // New clients are refused now...
+        assert!(
+            common::wait_until(Duration::from_secs(5), || std::net::TcpStream::connect(
+                server.addr
+            )
+            .is_err()),
+            "{driver:?}: still accepting after SIGTERM"
+        );
+        // ...but the open transaction completes, durably.
+        c.send(b"Subject: last\r\n\r\nlast one\r\n.\r\n");
+        let r = c.reply();
+        assert!(queued_id(&r).is_some(), "{driver:?}: {r}");
+        assert!(c.cmd("QUIT").starts_with("221"));
+        drop(c);
+        let exited = common::wait_until(Duration::from_secs(10), || {
+            matches!(server.child.try_wait(), Ok(Some(_)))
+        });
+        assert!(exited, "{driver:?}: did not exit after its last session");
+        let status = server.child.wait().unwrap();
+        assert!(status.success(), "{driver:?}: {status:?}\n{}", server.log());
+        assert_eq!(queue_list(&server.spool).len(), 1);
+    }
+}

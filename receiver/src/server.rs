@@ -5,6 +5,7 @@
 //! expiry the operation is cancelled and awaited, so no io_uring operation
 //! is left in flight with a buffer it still owns.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -38,10 +39,21 @@ pub struct Receiver<Q> {
 
 pub use verdant_net::bind;
 
-/// Accepts connections forever, one task per connection.
-pub async fn serve<Q: Queue + 'static>(listener: TcpListener, rx: Rc<Receiver<Q>>) {
+/// Accepts connections, one task per connection, until `stop` completes;
+/// then the listener closes (new clients are refused by the kernel) and
+/// the sessions already open go on to their end.
+pub async fn serve<Q: Queue + 'static>(
+    listener: TcpListener,
+    rx: Rc<Receiver<Q>>,
+    stop: impl Future<Output = ()>,
+) {
+    let mut stop = std::pin::pin!(stop);
     loop {
-        match listener.accept().await {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = &mut stop => return,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 monoio::spawn(serve_connection(stream, peer, rx.clone(), None));
             }
