@@ -229,9 +229,7 @@ async fn connection(engine: Rc<Engine>, key: DestKey, task: u64) {
                     // each (a connect timeout apiece).
                     let ms = started.elapsed().as_secs_f64() * 1e3;
                     for j in std::iter::once(job).chain(engine.dests.drain(&key)) {
-                        engine.report(j.id, &j.rcpts, &name, None, ip, ms, &reply, |_| {
-                            Some(reply.clone())
-                        });
+                        fail(&engine, &j, &name, None, ip, ms, &reply);
                     }
                     continue;
                 }
@@ -242,15 +240,14 @@ async fn connection(engine: Rc<Engine>, key: DestKey, task: u64) {
         let mx_name = mx.clone();
         if let Some(refusal) = conn.capabilities().refusal(&env, body.len()) {
             let ms = started.elapsed().as_secs_f64() * 1e3;
-            engine.report(
-                job.id,
-                &job.rcpts,
+            fail(
+                &engine,
+                &job,
                 &name,
                 mx_name.as_deref(),
                 Some(peer),
                 ms,
                 &refusal,
-                |_| Some(refusal.clone()),
             );
             continue;
         }
@@ -298,16 +295,14 @@ async fn connection(engine: Rc<Engine>, key: DestKey, task: u64) {
                 }
             }
             Err(e) => {
-                let reply = e.reply();
-                engine.report(
-                    job.id,
-                    &job.rcpts,
+                fail(
+                    &engine,
+                    &job,
                     &name,
                     mx_name.as_deref(),
                     Some(peer),
                     ms,
-                    &reply,
-                    |_| Some(reply.clone()),
+                    &e.reply(),
                 );
                 open = None;
             }
@@ -317,6 +312,21 @@ async fn connection(engine: Rc<Engine>, key: DestKey, task: u64) {
         c.quit().await;
     }
     engine.dests.ended(&engine, &key);
+}
+
+/// Reports the same failure for every recipient of a job.
+fn fail(
+    engine: &Rc<Engine>,
+    job: &Job,
+    dest: &str,
+    mx: Option<&str>,
+    ip: Option<SocketAddr>,
+    ms: f64,
+    reply: &Reply,
+) {
+    engine.report(job.id, &job.rcpts, dest, mx, ip, ms, reply, |_| {
+        Some(reply.clone())
+    });
 }
 
 /// Connects to the first target that greets us; the reply to report if
