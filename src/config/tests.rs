@@ -40,7 +40,7 @@ fn defaults_without_file() {
     assert!(!s.server.hostname.is_empty());
     assert_eq!(s.server.hostname, system_hostname());
     assert_eq!(s.spool.dir, PathBuf::from("./var/spool"));
-    assert_eq!(s.spool.commit_window, Duration::ZERO);
+    assert_eq!(s.spool.commit_window, Duration::from_micros(300));
     assert_eq!(s.spool.segment_size, 64 * 1024 * 1024);
     assert_eq!(
         s.smtp.client_networks,
@@ -602,7 +602,7 @@ command_timeout = "1h 1m 1s 1ms"
         "pin_workers = false",
         "[spool]",
         "dir = \"./var/spool\"",
-        "commit_window = \"0s\"",
+        "commit_window = \"300us\"",
         "segment_size = \"64MiB\"",
         "[smtp]",
         "client_networks = [\"127.0.0.0/8\", \"::1/128\"]",
