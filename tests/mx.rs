@@ -22,8 +22,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::dns::{DnsServer, SilentDns, Zones};
 use common::{BIN, Driver, Opts, Server, queue_list, queued_id, wait_until};
+use verdant_testkit::dns::{DnsServer, SilentDns, Zones};
 
 /// Upper bound of every wait in this file.
 const LIMIT: Duration = Duration::from_secs(20);

@@ -3,7 +3,6 @@
 //! SMTP to it over a real socket.
 #![allow(dead_code)] // each test file uses a different part
 
-pub mod dns;
 pub mod sink;
 
 use std::io::{BufRead, BufReader, Read, Write};
