@@ -391,7 +391,7 @@ fn returned_headers(original: &[u8]) -> (bool, Vec<u8>) {
 /// line end before the first empty line (RFC 5322 §2.1), whether lines end
 /// in CRLF or, in a message that did not come over SMTP, a bare LF. A
 /// message without an empty line is all header section.
-fn header_section(message: &[u8]) -> &[u8] {
+pub(crate) fn header_section(message: &[u8]) -> &[u8] {
     let mut start = 0;
     while start < message.len() {
         let end = memchr::memchr(b'\n', &message[start..]).map_or(message.len(), |i| start + i + 1);

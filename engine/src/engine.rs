@@ -52,8 +52,7 @@ pub const MAX_HOPS: usize = 50;
 
 /// Counts the `Received:` header fields of a raw message.
 fn hops(raw: &[u8]) -> usize {
-    let end = memchr::memmem::find(raw, b"\r\n\r\n").map_or(raw.len(), |i| i + 2);
-    raw[..end]
+    crate::dsn::header_section(raw)
         .split(|&b| b == b'\n')
         .filter(|line| {
             line.get(..9)
