@@ -438,7 +438,8 @@ impl Engine {
                     ip: ip.map(|a| a.to_string()),
                     code: logged.code,
                     reply: logged.to_string(),
-                    duration_ms,
+                    // Microsecond precision is plenty for a log.
+                    duration_ms: (duration_ms * 1000.0).round() / 1000.0,
                     attempt: f.attempt,
                     outcome,
                 });
