@@ -292,3 +292,51 @@ async fn quorum_topology_declares_and_delays() {
     consumer.ack_up_to(d.tag()).await.unwrap();
     broker.close().await.unwrap();
 }
+
+/// A queue at its length limit with `reject-publish` makes the broker nack:
+/// each confirm is checked, so the nack is an error for that message alone
+/// (the receiver answers 451 for it), never a silent success.
+#[tokio::test]
+async fn a_nacked_message_is_an_error() {
+    if skip("a_nacked_message_is_an_error") {
+        return;
+    }
+    use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    let name = topology("nack", vec![]).prefix + ".full";
+    let conn = lapin::Connection::connect(&url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    // Exclusive: gone with this connection even if the test panics.
+    let opts = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name.as_str().into(), opts, args)
+        .await
+        .unwrap();
+    let broker = Broker::connect(&url()).await.unwrap();
+    let publisher = Publisher::new(&broker).await.unwrap();
+    let results = publisher
+        .publish_batch(&[
+            (name.clone(), encode(1)),
+            (name.clone(), encode(2)),
+            (name.clone(), encode(3)),
+        ])
+        .await;
+    ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(results[0], Ok(()), "{results:?}");
+    assert_eq!(results[1], Err(PublishError::Nacked), "{results:?}");
+    assert_eq!(results[2], Err(PublishError::Nacked), "{results:?}");
+    broker.close().await.unwrap();
+    conn.close(200, "bye".into()).await.unwrap();
+}
