@@ -44,10 +44,8 @@ fn local_at(driver: Driver, dir: &Path, delivery: &str, addr: Option<SocketAddr>
         "[delivery]\nlog = \"{}\"\n{retry}idle_timeout = \"1s\"\nconnect_timeout = \"1s\"\n{delivery}\n",
         dir.join("delivery.log").display()
     );
-    // The config text must outlive the start only.
-    let config: &'static str = Box::leak(config.into_boxed_str());
     Server::start(Opts {
-        config,
+        config: &config,
         deliver: true,
         addr,
         ..Opts::new(driver, &dir.join("local"))

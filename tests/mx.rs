@@ -19,7 +19,7 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{BIN, Driver, Opts, Server, queue_list, queued_id, wait_until};
@@ -87,38 +87,19 @@ fn exchanger(driver: Driver, dir: &Path, name: &str, ip: &str, port: u16) -> Ser
 /// `--dns` flag), reaching exchangers at `mx_port`, short retries and
 /// timeouts, its delivery log in `dir/delivery.log`.
 fn local(driver: Driver, dir: &Path, dns: &[SocketAddr], mx_port: u16) -> Server {
-    let spool = dir.join("local");
-    let conf = spool.with_extension("toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[delivery]\nmx_port = {mx_port}\nlog = \"{}\"\nretry_initial = \"1s\"\nretry_max = \"1s\"\nconnect_timeout = \"1s\"\nidle_timeout = \"1s\"\n",
-            dir.join("delivery.log").display()
-        ),
-    )
-    .unwrap();
-    let addr = common::free_addr();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("serve")
-        .arg("--config")
-        .arg(&conf)
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--spool")
-        .arg(&spool)
-        .arg("--workers")
-        .arg("2")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for server in dns {
-        cmd.arg("--dns").arg(server.to_string());
-    }
-    match driver {
-        Driver::Epoll => cmd.env("MONOIO_FORCE_LEGACY_DRIVER", "1"),
-        Driver::IoUring => cmd.env_remove("MONOIO_FORCE_LEGACY_DRIVER"),
-    };
-    Server::spawn(cmd, addr, &spool, driver)
+    let config = format!(
+        "[delivery]\nmx_port = {mx_port}\nlog = \"{}\"\nretry_initial = \"1s\"\nretry_max = \"1s\"\nconnect_timeout = \"1s\"\nidle_timeout = \"1s\"\n",
+        dir.join("delivery.log").display()
+    );
+    Server::start(Opts {
+        config: &config,
+        deliver: true,
+        args: dns
+            .iter()
+            .flat_map(|s| ["--dns".to_string(), s.to_string()])
+            .collect(),
+        ..Opts::new(driver, &dir.join("local"))
+    })
 }
 
 /// Sends `n` messages from [`SENDER`] to `to`; returns their queue ids.

@@ -4,20 +4,7 @@
 use verdant_queue::codec::{self, Record};
 use verdant_queue::spool::frame::{self, Frames};
 use verdant_queue::{Envelope, Outcome, QueueId};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use verdant_testkit::Rng;
 
 fn valid_segment() -> Vec<u8> {
     let id = QueueId {

@@ -11,24 +11,10 @@ use std::rc::Rc;
 use verdant_queue::{QueueError, QueueId};
 use verdant_receiver::session::MAX_COMMAND_LINE;
 use verdant_receiver::{Event, Session, SessionConfig};
+use verdant_testkit::Rng;
 
 const ROUNDS: usize = 3000;
 const MAX_SIZE: usize = 2000;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 const DIALOGUE: &[u8] = b"EHLO fuzz.test\r\nMAIL FROM:<a@example.com> SIZE=100 BODY=8BITMIME\r\nRCPT TO:<b@example.net>\r\nDATA\r\nSubject: x\r\n\r\n..dot\r\nline\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<c@example.net>\r\nBDAT 6\r\nab\r\ncdBDAT 4 LAST\r\nef\r\nRSET\r\nVRFY x\r\nNOOP\r\nHELP\r\nQUIT\r\n";
 

@@ -9,8 +9,11 @@
 //! - [`dns`]: a real authoritative DNS server in the test process
 //!   ([`DnsServer`], zones built with [`Zones`], with query counting) and a
 //!   DNS server that never answers ([`SilentDns`]).
+//! - [`rng`]: a seeded generator for repeatable randomized tests.
 #![warn(missing_docs)]
 
 pub mod dns;
+pub mod rng;
 
 pub use dns::{DnsServer, SilentDns, Zones};
+pub use rng::Rng;

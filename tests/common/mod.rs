@@ -58,6 +58,8 @@ pub struct Opts<'a> {
     /// Run the delivery engine. Off by default: receive tests keep their
     /// mail in the spool, and no test may ask a DNS server off this machine.
     pub deliver: bool,
+    /// Extra command-line arguments (e.g. `--dns`).
+    pub args: Vec<String>,
 }
 
 impl<'a> Opts<'a> {
@@ -69,6 +71,7 @@ impl<'a> Opts<'a> {
             workers: 2,
             addr: None,
             deliver: false,
+            args: Vec::new(),
         }
     }
 }
@@ -93,6 +96,7 @@ impl Server {
             .arg(o.spool)
             .arg("--workers")
             .arg(o.workers.to_string())
+            .args(&o.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
