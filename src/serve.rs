@@ -15,7 +15,7 @@ use verdant_engine::limits::{DestLimits, Limits};
 use verdant_engine::log::DeliveryLog;
 use verdant_engine::retry::RetryPolicy;
 use verdant_engine::route::Routes;
-use verdant_queue::{Delivery, Spool, SpoolOptions};
+use verdant_queue::{Delivery, Source, Spool, SpoolOptions};
 use verdant_receiver::{ConnLimiter, Receiver, SessionConfig};
 
 use crate::config::Settings;
@@ -258,7 +258,11 @@ fn worker_main(w: Worker) {
         }
         let engine = match delivery {
             Some((cfg, dns)) => match DeliveryLog::open(settings.delivery.log.as_deref()) {
-                Ok(log) => Some(Engine::new(Rc::new(cfg), spool.clone(), dns, log)),
+                Ok(log) => {
+                    spool.attach_consumer();
+                    let source: Rc<dyn Source> = Rc::new(spool.clone());
+                    Some(Engine::new(Rc::new(cfg), source, dns, log))
+                }
                 Err(e) => {
                     let _ = ready.send(Err(anyhow!("worker {worker}: cannot open the delivery log: {e}")));
                     return;

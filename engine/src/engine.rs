@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use verdant_queue::{Body, Delivery, Outcome, Queue, QueueId, Spool, now_micros};
+use verdant_queue::{Body, Delivery, Outcome, QueueError, QueueId, Source, now_micros};
 
 use crate::conn::Timeouts;
 use crate::dest::{DestKey, Dests, Job};
@@ -97,7 +97,7 @@ struct InFlight {
 /// One worker's engine.
 pub struct Engine {
     pub(crate) cfg: Rc<EngineConfig>,
-    pub(crate) spool: Spool,
+    source: Rc<dyn Source>,
     dns: Option<DnsHandle>,
     inflight: RefCell<HashMap<QueueId, InFlight>>,
     /// Deferred messages by next attempt time (microseconds).
@@ -107,34 +107,38 @@ pub struct Engine {
     pub(crate) dests: Dests,
     /// Messages waiting for room in flight (content left in the spool).
     backlog: RefCell<std::collections::VecDeque<Delivery>>,
+    /// Messages handed out while another delivery of the same id is still
+    /// in flight (the broker redelivered it after a reconnect): each waits
+    /// for the earlier attempt to end, so attempts of one id never overlap.
+    parked: RefCell<HashMap<QueueId, Vec<Delivery>>>,
     log: RefCell<DeliveryLog>,
 }
 
 impl Engine {
-    /// An engine delivering what `spool` accepts. `recovered` are the
-    /// messages found in the spool at start-up.
+    /// An engine delivering what `source` hands out (the worker's spool,
+    /// or its broker consumer).
     pub fn new(
         cfg: Rc<EngineConfig>,
-        spool: Spool,
+        source: Rc<dyn Source>,
         dns: Option<DnsHandle>,
         log: DeliveryLog,
     ) -> Rc<Engine> {
-        spool.attach_consumer();
         Rc::new(Engine {
             cfg,
-            spool,
+            source,
             dns,
             inflight: RefCell::default(),
             deferred: RefCell::default(),
             waiting: RefCell::default(),
             dests: Dests::default(),
             backlog: RefCell::default(),
+            parked: RefCell::default(),
             log: RefCell::new(log),
         })
     }
 
     /// Runs forever: recovered messages first (each at its recorded retry
-    /// time), then whatever the receiver accepts.
+    /// time), then whatever the source hands out.
     pub async fn run(self: Rc<Self>, recovered: Vec<Delivery>) {
         let now = now_micros();
         for d in recovered {
@@ -145,7 +149,7 @@ impl Engine {
         }
         monoio::spawn(self.clone().retry_loop());
         loop {
-            for d in self.spool.next_ready().await {
+            for d in self.source.next_ready().await {
                 self.start(d);
             }
         }
@@ -191,10 +195,14 @@ impl Engine {
     /// Starts an attempt: groups the pending recipients by domain and
     /// routes each group.
     fn start(self: &Rc<Self>, mut d: Delivery) {
+        if self.inflight.borrow().contains_key(&d.id) {
+            self.parked.borrow_mut().entry(d.id).or_default().push(d);
+            return;
+        }
         if self.inflight.borrow().len() >= MAX_IN_FLIGHT {
             // Bound the memory held by message contents: beyond this many
             // messages in flight, later ones wait with their content on disk.
-            d.body = Body::Spool(d.location);
+            d.release_body();
             self.backlog.borrow_mut().push_back(d);
             return;
         }
@@ -207,7 +215,7 @@ impl Engine {
         let mut unreadable = false;
         let body: Rc<[u8]> = match &d.body {
             Body::Memory(b) => b.clone(),
-            Body::Spool(loc) => match self.spool.read_body(loc) {
+            Body::Spool(loc) => match self.source.read_body(loc) {
                 Ok(b) => b.into(),
                 Err(e) => {
                     // The record was durable and checked at start: a read
@@ -489,47 +497,58 @@ impl Engine {
         } else {
             Outcome::Bounced
         };
-        let spool = self.spool.clone();
         let mut delivery = f.delivery;
-        let engine_retry = matches!(outcome, Outcome::Deferred { .. });
-        let until = match &outcome {
-            Outcome::Deferred { until, .. } => *until,
-            _ => 0,
-        };
         let bounce = (!bounced.is_empty() && !delivery.envelope.sender.is_empty()).then(|| {
             crate::bounce::build(&self.cfg.hostname, &delivery, &f.body, &bounced, expired)
         });
         // The outcome (and any bounce) must be durable before the message
-        // is forgotten or retried; a failure leaves it live, so it is
-        // tried again after a restart rather than lost.
+        // is forgotten or retried. If it cannot be made durable, the
+        // attempt did not happen as far as the queue knows: the message
+        // stays as it was (with its previous outcome) and is tried again
+        // shortly, so no bounce is lost and nothing stalls. A crash in
+        // between hands it out again after the restart: at least once.
         let me = self.clone();
         let short_retry = now + STORAGE_RETRY.as_micros() as u64;
         monoio::spawn(async move {
-            // If the bounce or the outcome cannot be made durable, the
-            // attempt did not happen as far as the queue knows: the message
-            // stays as it was (live, with its previous outcome) and is
-            // tried again shortly, so no bounce is lost and nothing stalls.
-            if let Some((env, dsn)) = bounce {
-                let bid = spool.next_id();
-                if let Err(e) = spool.enqueue(bid, &env, &dsn).await {
-                    eprintln!("verdant: {id}: cannot queue the bounce ({e}); trying again later");
-                    delivery.body = Body::Spool(delivery.location);
+            match me.source.settle(&delivery, &outcome, bounce).await {
+                Ok(()) => {
+                    if let Outcome::Deferred { until, .. } = outcome
+                        && !me.source.keeps_deferred()
+                    {
+                        delivery.outcome = Some(outcome);
+                        delivery.release_body();
+                        me.defer_until(delivery, until);
+                    }
+                }
+                // The broker hands it out again (maybe to another engine).
+                Err(QueueError::Released) => {}
+                Err(e) => {
+                    eprintln!(
+                        "verdant: {id}: cannot record the outcome ({e}); trying again later"
+                    );
+                    delivery.release_body();
                     me.defer_until(delivery, short_retry);
-                    return;
                 }
             }
-            if let Err(e) = spool.record_outcome(id, &outcome).await {
-                eprintln!("verdant: {id}: cannot record the outcome ({e}); trying again later");
-                delivery.body = Body::Spool(delivery.location);
-                me.defer_until(delivery, short_retry);
-                return;
-            }
-            if engine_retry {
-                delivery.outcome = Some(outcome);
-                delivery.body = Body::Spool(delivery.location);
-                me.defer_until(delivery, until);
-            }
+            // Only now may another copy of the message start.
+            me.unpark(id);
         });
+    }
+
+    /// Starts the next copy of `id` handed out while one was in flight.
+    fn unpark(self: &Rc<Self>, id: QueueId) {
+        let next = {
+            let mut parked = self.parked.borrow_mut();
+            let Some(list) = parked.get_mut(&id) else {
+                return;
+            };
+            let d = list.remove(0);
+            if list.is_empty() {
+                parked.remove(&id);
+            }
+            d
+        };
+        self.start(next);
     }
 }
 
@@ -601,7 +620,7 @@ impl Engine {
                 let Some((until, d)) = self.waiting.borrow_mut().remove(&id) else {
                     return result;
                 };
-                if *bounce && !d.envelope.sender.is_empty() {
+                let bounce = (*bounce && !d.envelope.sender.is_empty()).then(|| {
                     let pending = match &d.outcome {
                         Some(Outcome::Deferred { pending, .. }) => Some(pending.clone()),
                         _ => None,
@@ -613,17 +632,13 @@ impl Engine {
                         pending.into_iter().map(|i| (i, reply.clone())).collect();
                     let body: Rc<[u8]> = match &d.body {
                         Body::Memory(b) => b.clone(),
-                        Body::Spool(loc) => self.spool.read_body(loc).unwrap_or_default().into(),
+                        Body::Spool(loc) => self.source.read_body(loc).unwrap_or_default().into(),
                     };
-                    let (env, dsn) =
-                        crate::bounce::build(&self.cfg.hostname, &d, &body, &failed, false);
-                    let bid = self.spool.next_id();
-                    if let Err(e) = self.spool.enqueue(bid, &env, &dsn).await {
-                        eprintln!("verdant: {id}: cannot queue the bounce: {e}");
-                    }
-                }
-                match self.spool.record_outcome(id, &Outcome::Removed).await {
+                    crate::bounce::build(&self.cfg.hostname, &d, &body, &failed, false)
+                });
+                match self.source.settle(&d, &Outcome::Removed, bounce).await {
                     Ok(()) => result.affected = 1,
+                    Err(QueueError::Released) => {}
                     Err(e) => {
                         eprintln!("verdant: {id}: cannot record the removal: {e}");
                         self.defer_until(d, until);

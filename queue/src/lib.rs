@@ -35,9 +35,10 @@ pub mod spool;
 pub mod time;
 
 use std::future::Future;
+use std::pin::Pin;
 
 pub use codec::Record;
-pub use delivery::{Body, Delivery, Location};
+pub use delivery::{Body, Delivery, Location, Origin, Ticket};
 pub use envelope::{Envelope, Outcome};
 pub use id::{IdGenerator, ParseQueueIdError, QueueId};
 pub use spool::{Spool, SpoolOptions};
@@ -64,6 +65,51 @@ pub trait Queue {
     ) -> impl Future<Output = Result<(), QueueError>>;
 }
 
+/// A future on one worker's runtime (not `Send`), as [`Source`] returns.
+pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// The delivery side of the queue boundary: where the engine takes
+/// messages from and where it settles each attempt.
+///
+/// One per worker, on the worker's runtime. Two implementations: the
+/// embedded [`Spool`] and the broker consumer of `verdant-amqp`.
+///
+/// The contract that keeps mail from being lost: a message handed out by
+/// [`Source::next_ready`] stays the backend's responsibility until
+/// [`Source::settle`] resolved `Ok` for it. Until then a crash (of the
+/// process, the machine or the connection to the broker) hands it out
+/// again, so delivery is at least once.
+pub trait Source {
+    /// Waits for messages ready for delivery and returns them (at least
+    /// one), oldest first. Must be called from one task at a time.
+    fn next_ready(&self) -> LocalFuture<'_, Vec<Delivery>>;
+
+    /// Reads back the content of a delivery whose body is
+    /// [`Body::Spool`]. Blocking, but normally served from the page cache.
+    fn read_body(&self, loc: &Location) -> std::io::Result<Vec<u8>>;
+
+    /// Makes the outcome of an attempt durable, with the bounce to send
+    /// (a DSN, its envelope addressed to the sender) when there is one: the
+    /// bounce is queued first, then the outcome. On `Err` nothing may be
+    /// assumed: the engine keeps the message and tries again later.
+    ///
+    /// A [`Outcome::Deferred`] outcome is either recorded (the engine keeps
+    /// the message and retries it when due, [`Source::keeps_deferred`] =
+    /// false) or handed to the backend, which gives it back through
+    /// [`Source::next_ready`] when its delay is over (`true`, the broker's
+    /// delay queues).
+    fn settle<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        outcome: &'a Outcome,
+        bounce: Option<(Envelope, Vec<u8>)>,
+    ) -> LocalFuture<'a, Result<(), QueueError>>;
+
+    /// Whether the backend holds deferred messages itself until they are
+    /// due (the engine then forgets them once settled).
+    fn keeps_deferred(&self) -> bool;
+}
+
 /// Why the queue could not take a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
@@ -78,6 +124,11 @@ pub enum QueueError {
     /// `verdant_receiver::policy::is_refusal`).
     #[error("queue refused the message: {0}")]
     Rejected(String),
+    /// Only from [`Source::settle`]: the backend has taken the message
+    /// back and will hand it out again (its broker connection was lost,
+    /// and with it the delivery). The engine forgets this copy.
+    #[error("the broker took the message back")]
+    Released,
 }
 
 /// Microseconds since the Unix epoch.

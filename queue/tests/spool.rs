@@ -406,7 +406,10 @@ fn an_attached_consumer_gets_each_durable_message_once_with_its_location() {
             let verdant_queue::Body::Memory(body) = &d.body else {
                 panic!("fresh message not in memory")
             };
-            assert_eq!(spool.read_body(&d.location).unwrap(), body.to_vec());
+            let verdant_queue::Origin::Spool(location) = d.origin else {
+                panic!("a spool delivery with a broker origin")
+            };
+            assert_eq!(spool.read_body(&location).unwrap(), body.to_vec());
         }
     });
 }

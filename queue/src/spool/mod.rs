@@ -30,9 +30,9 @@ use std::rc::{Rc, Weak};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use crate::delivery::{Body, Delivery, Location};
+use crate::delivery::{Body, Delivery, Location, Origin};
 use crate::id::IdGenerator;
-use crate::{Envelope, Outcome, Queue, QueueError, QueueId, codec};
+use crate::{Envelope, LocalFuture, Outcome, Queue, QueueError, QueueId, Source, codec};
 use scan::{ScanOptions, ScannedMessage, SegmentName};
 
 /// How a worker's spool is laid out and committed.
@@ -329,6 +329,37 @@ impl Spool {
     }
 }
 
+impl Source for Spool {
+    fn next_ready(&self) -> LocalFuture<'_, Vec<Delivery>> {
+        Box::pin(Spool::next_ready(self))
+    }
+
+    fn read_body(&self, loc: &Location) -> io::Result<Vec<u8>> {
+        Spool::read_body(self, loc)
+    }
+
+    fn settle<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        outcome: &'a Outcome,
+        bounce: Option<(Envelope, Vec<u8>)>,
+    ) -> LocalFuture<'a, Result<(), QueueError>> {
+        Box::pin(async move {
+            // The bounce first: once the outcome is recorded the message
+            // is gone, and so would be the reason to send the bounce.
+            if let Some((env, dsn)) = bounce {
+                let id = self.next_id();
+                self.enqueue(id, &env, &dsn).await?;
+            }
+            self.record_outcome(delivery.id, outcome).await
+        })
+    }
+
+    fn keeps_deferred(&self) -> bool {
+        false
+    }
+}
+
 impl Queue for Spool {
     fn next_id(&self) -> QueueId {
         self.inner.ids.borrow_mut().next_id()
@@ -403,7 +434,7 @@ impl Inner {
                             id,
                             envelope,
                             body: Body::Memory(body),
-                            location,
+                            origin: Origin::Spool(location),
                             outcome: None,
                         });
                     }
