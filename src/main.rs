@@ -26,8 +26,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the MTA: receive mail over SMTP into the durable queue.
+    /// Run the MTA: receive mail over SMTP into the durable queue and
+    /// deliver it.
     Serve(ServeArgs),
+    /// Run an SMTP receiver that queues on the broker (scale-out).
+    Receiver(ReceiverArgs),
+    /// Run a delivery engine that takes mail from the broker (scale-out).
+    Engine(EngineArgs),
     /// Work with the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -59,6 +64,45 @@ struct ServeArgs {
     /// Worker threads, one runtime each (0: one per core).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+    /// Where accepted mail is queued (overrides queue.backend).
+    #[arg(long, value_name = "BACKEND")]
+    queue: Option<config::QueueBackend>,
+    #[command(flatten)]
+    amqp: AmqpArgs,
+}
+
+#[derive(Args)]
+struct ReceiverArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Address to listen on for SMTP (repeatable; replaces server.listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// Worker threads, one runtime each (0: one per core).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    #[command(flatten)]
+    amqp: AmqpArgs,
+}
+
+#[derive(Args)]
+struct EngineArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Worker threads, one runtime each (0: one per core).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+    #[command(flatten)]
+    amqp: AmqpArgs,
+}
+
+/// Where mail goes.
+#[derive(Args)]
+struct DeliveryArgs {
     /// Static route, DOMAIN (or *) to HOST:PORT (repeatable; added to
     /// delivery.routes).
     #[arg(long, value_name = "DOMAIN=HOST:PORT", value_parser = parse_route)]
@@ -66,6 +110,17 @@ struct ServeArgs {
     /// DNS server for MX lookups (repeatable; replaces delivery.nameservers).
     #[arg(long, value_name = "HOST:PORT")]
     dns: Vec<SocketAddr>,
+}
+
+/// The broker.
+#[derive(Args)]
+struct AmqpArgs {
+    /// Broker URL, amqp://USER:PASS@HOST:PORT/VHOST (overrides amqp.url).
+    #[arg(long, value_name = "URL", value_parser = config::parse_amqp_url)]
+    amqp_url: Option<String>,
+    /// First part of the broker's queue names (overrides amqp.prefix).
+    #[arg(long, value_name = "PREFIX", value_parser = config::parse_amqp_prefix)]
+    amqp_prefix: Option<String>,
 }
 
 fn parse_route(s: &str) -> Result<(String, SocketAddr), String> {
@@ -150,11 +205,37 @@ fn main() {
             .settings(config::Overrides {
                 listen: args.listen,
                 workers: args.workers,
-                routes: args.route,
-                nameservers: args.dns,
+                routes: args.delivery.route,
+                nameservers: args.delivery.dns,
+                queue: args.queue,
+                amqp_url: args.amqp.amqp_url,
+                amqp_prefix: args.amqp.amqp_prefix,
                 ..Default::default()
             })
-            .and_then(serve::run),
+            .and_then(|s| serve::run(s, serve::Role::Both)),
+        Command::Receiver(args) => args
+            .config
+            .settings(config::Overrides {
+                listen: args.listen,
+                workers: args.workers,
+                queue: Some(config::QueueBackend::Amqp),
+                amqp_url: args.amqp.amqp_url,
+                amqp_prefix: args.amqp.amqp_prefix,
+                ..Default::default()
+            })
+            .and_then(|s| serve::run(s, serve::Role::Receiver)),
+        Command::Engine(args) => args
+            .config
+            .settings(config::Overrides {
+                workers: args.workers,
+                routes: args.delivery.route,
+                nameservers: args.delivery.dns,
+                queue: Some(config::QueueBackend::Amqp),
+                amqp_url: args.amqp.amqp_url,
+                amqp_prefix: args.amqp.amqp_prefix,
+                ..Default::default()
+            })
+            .and_then(|s| serve::run(s, serve::Role::Engine)),
         Command::Config(ConfigCommand::Check(args)) => args
             .settings(config::Overrides::default())
             .map(|s| print!("{}", s.to_toml())),

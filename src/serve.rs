@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use anyhow::{Context, anyhow};
+use verdant_amqp::service::{Handle, Incoming, ServiceConfig};
+use verdant_amqp::worker::{AmqpQueue, Batching, BrokerSource, id_worker};
+use verdant_amqp::{QueueKind, Topology};
 use verdant_engine::conn::Timeouts;
 use verdant_engine::dns::{DnsConfig, DnsHandle, DnsService};
 use verdant_engine::engine::{Engine, EngineConfig};
@@ -15,14 +18,101 @@ use verdant_engine::limits::{DestLimits, Limits};
 use verdant_engine::log::DeliveryLog;
 use verdant_engine::retry::RetryPolicy;
 use verdant_engine::route::Routes;
-use verdant_queue::{Delivery, Source, Spool, SpoolOptions};
+use verdant_queue::{Delivery, Queue, Source, Spool, SpoolOptions};
 use verdant_receiver::{ConnLimiter, Receiver, SessionConfig};
 
-use crate::config::Settings;
+use crate::config::{AmqpQueueType, QueueBackend, Settings};
 use crate::control;
 
+/// What a process runs: `verdant serve` both parts, `verdant receiver`
+/// and `verdant engine` one each (with the broker between them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// SMTP in and delivery out.
+    Both,
+    /// SMTP in, publishing to the broker.
+    Receiver,
+    /// Consuming from the broker and delivering.
+    Engine,
+}
+
+/// Workers of a process on the broker at most: the queue ids' worker field
+/// holds the node number times this plus the worker.
+const MAX_BROKER_WORKERS: usize = 64;
+
+/// The broker side of a worker.
+#[derive(Clone)]
+struct BrokerLink {
+    handle: Handle,
+    topology: Topology,
+    batching: Batching,
+    node: u16,
+}
+
+/// The broker's queue layout from the settings.
+pub fn topology(settings: &Settings) -> Topology {
+    Topology {
+        prefix: settings.amqp.prefix.clone(),
+        tiers: settings.amqp.tiers.clone(),
+        kind: match settings.amqp.queue_type {
+            AmqpQueueType::Classic => QueueKind::Classic,
+            AmqpQueueType::Quorum => QueueKind::Quorum,
+        },
+    }
+}
+
+/// This process's node number (0..1024) for its queue ids: configured, or
+/// drawn at start-up (two processes drawing the same one can only collide
+/// on ids made in the same microsecond by the same worker number).
+fn node_id(settings: &Settings) -> u16 {
+    settings.amqp.node_id.unwrap_or_else(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u64(verdant_queue::now_micros());
+        (h.finish() % 1024) as u16
+    })
+}
+
+/// Starts the broker service thread and waits a little for its first
+/// connection (it keeps trying in the background either way).
+fn start_broker(
+    settings: &Settings,
+    consumers: usize,
+) -> anyhow::Result<(BrokerLink, Vec<flume::Receiver<Incoming>>)> {
+    let a = &settings.amqp;
+    let topology = topology(settings);
+    let (handle, incoming) = verdant_amqp::service::start(ServiceConfig {
+        url: a.url.clone(),
+        topology: topology.clone(),
+        prefetch: a.prefetch,
+        confirm_timeout: a.confirm_timeout,
+        consumers,
+    })
+    .context("starting the broker thread")?;
+    let deadline = std::time::Instant::now() + a.confirm_timeout;
+    while !handle.available() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    if !handle.available() {
+        eprintln!(
+            "verdant: the broker is not reachable yet; starting anyway (new mail gets 451 until it is)"
+        );
+    }
+    let link = BrokerLink {
+        handle,
+        topology,
+        batching: Batching {
+            max: a.batch_max,
+            window: a.batch_window,
+        },
+        node: node_id(settings),
+    };
+    Ok((link, incoming))
+}
+
 /// Starts the workers and runs until one of them fails.
-pub fn run(settings: Settings) -> anyhow::Result<()> {
+pub fn run(mut settings: Settings, role: Role) -> anyhow::Result<()> {
     // A failed spool write must come back as an error (and a 451), never
     // kill the process, even when it is a file-size limit (SIGXFSZ).
     // SAFETY: setting a signal disposition to SIG_IGN at start-up, before
@@ -31,6 +121,18 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let workers = settings.server.workers;
+    let broker_mode = role != Role::Both || settings.queue.backend == QueueBackend::Amqp;
+    if role == Role::Engine {
+        settings.server.listen.clear();
+    }
+    if role == Role::Receiver {
+        settings.delivery.enabled = false;
+    }
+    if broker_mode && workers > MAX_BROKER_WORKERS {
+        return Err(anyhow!(
+            "at most {MAX_BROKER_WORKERS} workers per process on the broker, got {workers}"
+        ));
+    }
     let limiter = ConnLimiter::new(
         settings.smtp.max_connections,
         settings.smtp.max_connections_per_ip,
@@ -52,6 +154,18 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         .map(|_| flume::bounded::<control::Request>(16))
         .unzip();
     let mut control_rx = control_rx.into_iter();
+    let (broker, incoming) = if broker_mode {
+        let consumers = if settings.delivery.enabled {
+            workers
+        } else {
+            0
+        };
+        let (link, incoming) = start_broker(&settings, consumers)?;
+        (Some(link), incoming)
+    } else {
+        (None, Vec::new())
+    };
+    let mut incoming = incoming.into_iter();
     let cores = core_ids();
     // Each worker reports once: Ok when it listens, or its start-up error.
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
@@ -80,6 +194,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         let limiter = limiter.clone();
         let delivery = delivery.clone();
         let control = control_rx.next().expect("one per worker");
+        let broker = broker.clone();
+        let incoming = incoming.next();
         let ready = ready_tx.clone();
         let exit = ExitNotice(exit_tx.clone(), worker);
         let stop = stop_rx.clone();
@@ -104,6 +220,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                     session,
                     limiter,
                     delivery,
+                    broker,
+                    incoming,
                     control,
                     stop,
                     ready,
@@ -119,19 +237,39 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             .map_err(|_| anyhow!("a worker exited during start-up"))??;
         eprintln!("verdant: {msg}");
     }
-    // The spool directory exists now (the workers opened it).
-    control::serve(&settings.spool.dir, control_tx)?;
-    eprintln!(
-        "verdant: accepting mail on {} with {workers} worker(s), spool {}",
-        settings
-            .server
-            .listen
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-        settings.spool.dir.display()
-    );
+    let listening = settings
+        .server
+        .listen
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Some(b) = &broker {
+        // Deferred mail waits in the broker's delay queues, not in a
+        // worker: there is nothing for the control socket to steer.
+        drop(control_tx);
+        let queues = b.topology.delivery_queue();
+        match role {
+            Role::Engine => eprintln!(
+                "verdant: delivering from the broker queue {queues} with {workers} worker(s)"
+            ),
+            _ => eprintln!(
+                "verdant: accepting mail on {listening} with {workers} worker(s), queue {queues} on the broker{}",
+                if settings.delivery.enabled {
+                    ", delivering from it"
+                } else {
+                    ""
+                }
+            ),
+        }
+    } else {
+        // The spool directory exists now (the workers opened it).
+        control::serve(&settings.spool.dir, control_tx)?;
+        eprintln!(
+            "verdant: accepting mail on {listening} with {workers} worker(s), spool {}",
+            settings.spool.dir.display()
+        );
+    }
     drop(exit_tx);
     // Workers run until told to stop; one that stops by itself (a bug, a
     // panic) takes the process down, so that a supervisor restarts it whole
@@ -198,6 +336,10 @@ struct Worker {
     session: SessionConfig,
     limiter: Arc<ConnLimiter>,
     delivery: Option<(EngineConfig, Option<DnsHandle>)>,
+    /// Set when the queue is the broker.
+    broker: Option<BrokerLink>,
+    /// This worker's consumer, when it delivers from the broker.
+    incoming: Option<flume::Receiver<Incoming>>,
     control: flume::Receiver<control::Request>,
     stop: flume::Receiver<()>,
     ready: mpsc::Sender<anyhow::Result<String>>,
@@ -211,6 +353,8 @@ fn worker_main(w: Worker) {
         session,
         limiter,
         delivery,
+        broker,
+        incoming,
         control,
         stop,
         ready,
@@ -227,23 +371,6 @@ fn worker_main(w: Worker) {
     };
     let driver = verdant_net::driver_name(&rt);
     rt.block_on(async move {
-        let opened = Spool::open(SpoolOptions {
-            dir: settings.spool.dir.clone(),
-            worker: worker as u16,
-            workers: workers as u16,
-            commit_window: settings.spool.commit_window,
-            segment_size: settings.spool.segment_size,
-        });
-        let (spool, recovered) = match opened {
-            Ok(x) => x,
-            Err(e) => {
-                let _ = ready.send(Err(anyhow!(
-                    "worker {worker}: opening the spool in {}: {e}",
-                    settings.spool.dir.display()
-                )));
-                return;
-            }
-        };
         let mut listeners = Vec::new();
         for addr in &settings.server.listen {
             match verdant_receiver::bind(*addr) {
@@ -256,21 +383,65 @@ fn worker_main(w: Worker) {
                 }
             }
         }
-        let engine = match delivery {
-            Some((cfg, dns)) => match DeliveryLog::open(settings.delivery.log.as_deref()) {
-                Ok(log) => {
-                    spool.attach_consumer();
-                    let source: Rc<dyn Source> = Rc::new(spool.clone());
-                    Some(Engine::new(Rc::new(cfg), source, dns, log))
-                }
+        let log = match &delivery {
+            Some(_) => match DeliveryLog::open(settings.delivery.log.as_deref()) {
+                Ok(log) => Some(log),
                 Err(e) => {
-                    let _ = ready.send(Err(anyhow!("worker {worker}: cannot open the delivery log: {e}")));
+                    let _ = ready.send(Err(anyhow!(
+                        "worker {worker}: cannot open the delivery log: {e}"
+                    )));
                     return;
                 }
             },
             None => None,
         };
-        let recovered_count = recovered.len();
+        // The queue: this worker's part of the spool, or the broker.
+        let (spool, source, recovered, queued): (Option<Spool>, Option<Rc<dyn Source>>, _, _) =
+            match &broker {
+                None => {
+                    let opened = Spool::open(SpoolOptions {
+                        dir: settings.spool.dir.clone(),
+                        worker: worker as u16,
+                        workers: workers as u16,
+                        commit_window: settings.spool.commit_window,
+                        segment_size: settings.spool.segment_size,
+                    });
+                    let (spool, recovered) = match opened {
+                        Ok(x) => x,
+                        Err(e) => {
+                            let _ = ready.send(Err(anyhow!(
+                                "worker {worker}: opening the spool in {}: {e}",
+                                settings.spool.dir.display()
+                            )));
+                            return;
+                        }
+                    };
+                    let source: Option<Rc<dyn Source>> = delivery.as_ref().map(|_| {
+                        spool.attach_consumer();
+                        Rc::new(spool.clone()) as Rc<dyn Source>
+                    });
+                    let note = format!("{} message(s) recovered from the spool", recovered.len());
+                    (Some(spool), source, recovered, note)
+                }
+                Some(link) => {
+                    let ids = id_worker(link.node, worker as u16);
+                    let source: Option<Rc<dyn Source>> = incoming.map(|rx| {
+                        Rc::new(BrokerSource::new(
+                            link.handle.clone(),
+                            rx,
+                            link.topology.clone(),
+                            ids,
+                        )) as Rc<dyn Source>
+                    });
+                    (None, source, Vec::new(), format!("queue ids {ids:04X}"))
+                }
+            };
+        let engine = match (delivery, source, log) {
+            (Some((cfg, dns)), Some(source), Some(log)) => {
+                Some(Engine::new(Rc::new(cfg), source, dns, log))
+            }
+            _ => None,
+        };
         if let Some(engine) = &engine {
             let recovered = recovered.into_iter().map(Delivery::recovered).collect();
             monoio::spawn(engine.clone().run(recovered));
@@ -289,33 +460,69 @@ fn worker_main(w: Worker) {
                 }
             });
         }
-        let rx = Rc::new(Receiver {
-            config: Rc::new(session),
-            command_timeout: settings.smtp.command_timeout,
-            data_timeout: settings.smtp.data_timeout,
-            queue: spool,
-            limiter,
-        });
         let _ = ready.send(Ok(format!(
-            "worker {worker}: driver {driver}, {recovered_count} message(s) recovered from the spool, delivery {}",
+            "worker {worker}: driver {driver}, {queued}, delivery {}",
             if engine.is_some() { "on" } else { "off" }
         )));
         drop(ready);
-        let mut tasks = Vec::new();
-        for l in listeners {
-            let stop = stop.clone();
-            let stopped = async move {
-                let _ = stop.recv_async().await;
-            };
-            tasks.push(monoio::spawn(verdant_receiver::serve(l, rx.clone(), stopped)));
-        }
-        for t in tasks {
-            t.await;
+        let config = Rc::new(session);
+        match (spool, broker) {
+            (Some(spool), _) => {
+                accept(listeners, receiver(&settings, config, spool, limiter), stop).await
+            }
+            (None, Some(link)) => {
+                let queue = AmqpQueue::new(
+                    link.handle.clone(),
+                    &link.topology,
+                    link.batching,
+                    id_worker(link.node, worker as u16),
+                );
+                accept(listeners, receiver(&settings, config, queue, limiter), stop).await
+            }
+            (None, None) => unreachable!("a worker has a spool or a broker"),
         }
         // The listeners closed for a graceful stop: sessions and deliveries
         // go on until the main thread ends the process.
         std::future::pending::<()>().await;
     });
+}
+
+fn receiver<Q: Queue>(
+    settings: &Settings,
+    config: Rc<SessionConfig>,
+    queue: Q,
+    limiter: Arc<ConnLimiter>,
+) -> Rc<Receiver<Q>> {
+    Rc::new(Receiver {
+        config,
+        command_timeout: settings.smtp.command_timeout,
+        data_timeout: settings.smtp.data_timeout,
+        queue,
+        limiter,
+    })
+}
+
+/// Serves SMTP on every listener until the stop signal, then returns.
+async fn accept<Q: Queue + 'static>(
+    listeners: Vec<monoio::net::TcpListener>,
+    rx: Rc<Receiver<Q>>,
+    stop: flume::Receiver<()>,
+) {
+    let mut tasks = Vec::new();
+    for l in listeners {
+        let stop = stop.clone();
+        let stopped = async move {
+            let _ = stop.recv_async().await;
+        };
+        tasks.push(monoio::spawn(verdant_receiver::serve(
+            l,
+            rx.clone(),
+            stopped,
+        )));
+    }
+    for t in tasks {
+        t.await;
+    }
 }
 
 /// The delivery engine's settings for every worker, and the DNS service

@@ -19,9 +19,12 @@
 //! (the services thread); lapin's own I/O loop runs on a thread of its own.
 #![warn(missing_docs)]
 
+pub mod ack;
 pub mod consume;
 pub mod publish;
+pub mod service;
 pub mod topology;
+pub mod worker;
 
 pub use consume::{Consumer, Delivery};
 pub use publish::{PublishError, Publisher};

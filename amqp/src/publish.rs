@@ -13,7 +13,7 @@ use lapin::{BasicProperties, Channel, Confirmation};
 use crate::{Broker, Error};
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
-const PERSISTENT: u8 = 2;
+pub(crate) const PERSISTENT: u8 = 2;
 
 /// Why one message of a batch was not accepted by the broker. The sender
 /// must treat it as not queued (the SMTP client gets a 4xx and retries).
@@ -129,7 +129,7 @@ fn properties(header: Option<(&str, &str)>) -> BasicProperties {
 }
 
 /// Maps one publisher confirm to the message's fate.
-fn check(confirmation: lapin::Result<Confirmation>) -> Result<(), PublishError> {
+pub(crate) fn check(confirmation: lapin::Result<Confirmation>) -> Result<(), PublishError> {
     match confirmation {
         // Acked and not returned: stored (persistent, durable queue).
         Ok(Confirmation::Ack(None)) => Ok(()),

@@ -523,9 +523,7 @@ impl Engine {
                 // The broker hands it out again (maybe to another engine).
                 Err(QueueError::Released) => {}
                 Err(e) => {
-                    eprintln!(
-                        "verdant: {id}: cannot record the outcome ({e}); trying again later"
-                    );
+                    eprintln!("verdant: {id}: cannot record the outcome ({e}); trying again later");
                     delivery.release_body();
                     me.defer_until(delivery, short_retry);
                 }

@@ -21,8 +21,13 @@
 //! own layout (for `verdant config check`); its output parses back to equal
 //! settings.
 
+mod amqp;
 mod delivery;
 
+pub use amqp::{
+    AmqpQueueType, AmqpSettings, QueueBackend, QueueSettings, RawAmqp, RawQueue, parse_amqp_prefix,
+    parse_amqp_url,
+};
 pub use delivery::{DeliverySettings, RawDelivery};
 
 use std::fmt;
@@ -210,6 +215,12 @@ pub struct RawConfig {
     /// `[delivery]`
     #[serde(default)]
     pub delivery: RawDelivery,
+    /// `[queue]`
+    #[serde(default)]
+    pub queue: RawQueue,
+    /// `[amqp]`
+    #[serde(default)]
+    pub amqp: RawAmqp,
 }
 
 /// `[server]` as written.
@@ -354,6 +365,10 @@ pub struct Settings {
     pub smtp: SmtpSettings,
     /// `[delivery]`
     pub delivery: DeliverySettings,
+    /// `[queue]`
+    pub queue: QueueSettings,
+    /// `[amqp]`
+    pub amqp: AmqpSettings,
 }
 
 /// `[server]`: sockets and threads.
@@ -414,6 +429,12 @@ pub struct Overrides {
     pub routes: Vec<(String, SocketAddr)>,
     /// Non-empty replaces `delivery.nameservers`.
     pub nameservers: Vec<SocketAddr>,
+    /// Replaces `queue.backend`.
+    pub queue: Option<QueueBackend>,
+    /// Replaces `amqp.url`; check it with [`parse_amqp_url`] first.
+    pub amqp_url: Option<String>,
+    /// Replaces `amqp.prefix`; check it with [`parse_amqp_prefix`] first.
+    pub amqp_prefix: Option<String>,
 }
 
 /// Reads and validates the configuration. `None` means defaults only (no file
@@ -628,8 +649,12 @@ impl Settings {
             spool,
             smtp,
             delivery,
+            queue,
+            amqp,
         } = raw;
         let delivery = cx.delivery(delivery)?;
+        let queue = cx.queue(queue);
+        let amqp = cx.amqp(amqp, &delivery)?;
 
         // [server]
         let (listen, listen_span) = cx.list(
@@ -808,11 +833,15 @@ impl Settings {
                 max_errors,
             },
             delivery,
+            queue,
+            amqp,
         })
     }
 
     /// Applies command-line overrides. These are not range-checked beyond
-    /// resolving `workers = 0` to one per core.
+    /// resolving `workers = 0` to one per core: the caller checks them first
+    /// (`amqp_url` with [`parse_amqp_url`], `amqp_prefix` with
+    /// [`parse_amqp_prefix`], both usable as clap value parsers).
     pub fn apply(&mut self, o: &Overrides) {
         if !o.listen.is_empty() {
             self.server.listen = o.listen.clone();
@@ -834,6 +863,15 @@ impl Settings {
         }
         if !o.nameservers.is_empty() {
             self.delivery.nameservers = o.nameservers.clone();
+        }
+        if let Some(backend) = o.queue {
+            self.queue.backend = backend;
+        }
+        if let Some(url) = &o.amqp_url {
+            self.amqp.url = url.clone();
+        }
+        if let Some(prefix) = &o.amqp_prefix {
+            self.amqp.prefix = prefix.clone();
         }
     }
 
@@ -879,6 +917,8 @@ impl Settings {
                 max_errors: v(self.smtp.max_errors),
             },
             delivery: self.delivery.to_raw(),
+            queue: self.queue.to_raw(),
+            amqp: self.amqp.to_raw(),
         };
         toml::to_string(&raw).expect("plain strings, integers and booleans always serialize")
     }

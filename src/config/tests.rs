@@ -112,8 +112,11 @@ max_errors = 3
             data_timeout: Duration::from_secs(120),
             max_errors: 3,
         },
-        // Not in this file: the defaults (see delivery_section below).
+        // Not in this file: the defaults (see delivery_section and
+        // amqp_defaults below).
         delivery: parse("").unwrap().delivery,
+        queue: parse("").unwrap().queue,
+        amqp: parse("").unwrap().amqp,
     };
     assert_eq!(s, expected);
 }
@@ -569,6 +572,30 @@ fn overrides() {
     });
     assert_eq!(s.server.workers, available_cores());
     assert_eq!(s.server.listen, base.server.listen);
+
+    let mut s = base.clone();
+    s.apply(&Overrides {
+        queue: Some(QueueBackend::Amqp),
+        amqp_url: Some("amqp://u:p@broker.test:5673/mail".into()),
+        amqp_prefix: Some("mta-2".into()),
+        ..Overrides::default()
+    });
+    assert_eq!(s.queue.backend, QueueBackend::Amqp);
+    assert_eq!(s.amqp.url, "amqp://u:p@broker.test:5673/mail");
+    assert_eq!(s.amqp.prefix, "mta-2");
+    assert_eq!(s.amqp.tiers, base.amqp.tiers);
+    assert_eq!(
+        (&s.server, &s.spool, &s.smtp, &s.delivery),
+        (&base.server, &base.spool, &base.smtp, &base.delivery)
+    );
+    // And back: an override wins over the file in both directions.
+    let file = parse("[queue]\nbackend = \"amqp\"\n").unwrap();
+    let mut s = file.clone();
+    s.apply(&Overrides {
+        queue: Some(QueueBackend::Embedded),
+        ..Overrides::default()
+    });
+    assert_eq!(s.queue.backend, QueueBackend::Embedded);
 }
 
 #[test]
@@ -588,6 +615,18 @@ client_networks = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]
 max_message_size = "5MB"
 max_connections_per_ip = 10000
 command_timeout = "1h 1m 1s 1ms"
+[queue]
+backend = "amqp"
+[amqp]
+url = "amqp://mta:s%40cret@10.0.0.5:5672/verdant"
+prefix = "Site_A.mta-1"
+queue_type = "quorum"
+tiers = ["1ms", "1500ms", "1h 1m", "2days"]
+prefetch = 65535
+batch_max = 1
+batch_window = "0s"
+confirm_timeout = "1m 500ms"
+node_id = 1023
 "#;
     for settings in [load(None).unwrap(), parse(custom).unwrap()] {
         let text = settings.to_toml();
@@ -610,6 +649,17 @@ command_timeout = "1h 1m 1s 1ms"
         "command_timeout = \"5m\"",
         "data_timeout = \"10m\"",
         "max_errors = 20",
+        "[queue]",
+        "backend = \"embedded\"",
+        "[amqp]",
+        "url = \"amqp://guest:guest@127.0.0.1:5672/%2f\"",
+        "prefix = \"verdant\"",
+        "queue_type = \"classic\"",
+        "tiers = [\"5m\", \"10m\", \"20m\", \"40m\", \"1h 20m\", \"2h 40m\", \"4h\"]",
+        "prefetch = 256",
+        "batch_max = 64",
+        "batch_window = \"2ms\"",
+        "confirm_timeout = \"10s\"",
     ] {
         assert!(
             text.lines().any(|l| l == line),
@@ -618,6 +668,9 @@ command_timeout = "1h 1m 1s 1ms"
     }
     assert!(text.find("[server]") < text.find("[spool]"));
     assert!(text.find("[spool]") < text.find("[smtp]"));
+    assert!(text.find("[queue]") < text.find("[amqp]"));
+    // No node_id: it is derived at start-up, and `None` has no TOML form.
+    assert!(!text.contains("node_id"), "{text}");
 }
 
 #[test]
@@ -642,4 +695,355 @@ fn load_reads_file_and_names_path() {
     assert!(matches!(err, ConfigError::Io { .. }), "{err:?}");
     assert!(err.to_string().contains("missing.toml"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn queue_and_amqp_defaults() {
+    let s = load(None).unwrap();
+    assert_eq!(s.queue.backend, QueueBackend::Embedded);
+    let min = |m: u64| Duration::from_secs(60 * m);
+    assert_eq!(
+        s.amqp,
+        AmqpSettings {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            prefix: "verdant".into(),
+            queue_type: AmqpQueueType::Classic,
+            // delivery.retry_initial (5m) doubling up to retry_max (4h).
+            tiers: vec![
+                min(5),
+                min(10),
+                min(20),
+                min(40),
+                min(80),
+                min(160),
+                min(240)
+            ],
+            prefetch: 256,
+            batch_max: 64,
+            batch_window: Duration::from_millis(2),
+            confirm_timeout: Duration::from_secs(10),
+            node_id: None,
+        }
+    );
+    assert_eq!(parse("[queue]\n[amqp]\n").unwrap(), s);
+
+    // The backend's names, in the file, on the command line and printed.
+    use clap::ValueEnum;
+    for (backend, name) in [
+        (QueueBackend::Embedded, "embedded"),
+        (QueueBackend::Amqp, "amqp"),
+    ] {
+        assert_eq!(backend.to_string(), name);
+        assert_eq!(QueueBackend::from_str(name, false), Ok(backend));
+        let src = format!("[queue]\nbackend = \"{name}\"\n");
+        assert_eq!(parse(&src).unwrap().queue.backend, backend);
+    }
+    assert_eq!(QueueBackend::default(), QueueBackend::Embedded);
+}
+
+#[test]
+fn amqp_every_field_parsed() {
+    let src = r#"[amqp]
+url = "AMQP://u:p@rabbit.internal/prod"
+prefix = "mta.eu-1_b"
+queue_type = "quorum"
+tiers = [
+  "1s",
+  "30s",
+  "1500ms",
+]
+prefetch = 1
+batch_max = 1024
+batch_window = "100ms"
+confirm_timeout = "5m"
+node_id = 0
+"#;
+    // Not increasing: the line of the offending element is named.
+    assert_invalid(src, "amqp.tiers", 8, "1s 500ms does not follow 30s");
+    let src = src.replace("\"1500ms\"", "\"1m 500ms\"");
+    let a = parse(&src).unwrap().amqp;
+    assert_eq!(
+        a,
+        AmqpSettings {
+            url: "AMQP://u:p@rabbit.internal/prod".into(),
+            prefix: "mta.eu-1_b".into(),
+            queue_type: AmqpQueueType::Quorum,
+            tiers: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(30),
+                Duration::from_millis(60_500),
+            ],
+            prefetch: 1,
+            batch_max: 1024,
+            batch_window: Duration::from_millis(100),
+            confirm_timeout: Duration::from_secs(300),
+            node_id: Some(0),
+        }
+    );
+}
+
+#[test]
+fn amqp_tiers_follow_retry_settings() {
+    let tiers = |src: &str| parse(src).unwrap().amqp.tiers;
+    let secs =
+        |list: &[u64]| -> Vec<Duration> { list.iter().map(|&s| Duration::from_secs(s)).collect() };
+    assert_eq!(
+        tiers("[delivery]\nretry_initial = \"1m\"\nretry_max = \"5m\"\n"),
+        secs(&[60, 120, 240, 300]),
+        "capped at retry_max, which is the last tier"
+    );
+    assert_eq!(
+        tiers("[delivery]\nretry_initial = \"1m\"\nretry_max = \"4m\"\n"),
+        secs(&[60, 120, 240]),
+        "stops at the first tier that reaches retry_max"
+    );
+    assert_eq!(
+        tiers("[delivery]\nretry_initial = \"7s\"\nretry_max = \"7s\"\n"),
+        secs(&[7]),
+    );
+    // Rounded up to whole milliseconds, as queue TTLs must be.
+    assert_eq!(
+        tiers("[delivery]\nretry_initial = \"1s 200us\"\nretry_max = \"3s\"\n"),
+        vec![
+            Duration::from_millis(1001),
+            Duration::from_millis(2002),
+            Duration::from_millis(3000),
+        ],
+    );
+    // Explicit tiers are not touched by the retry settings.
+    assert_eq!(
+        tiers("[delivery]\nretry_initial = \"1m\"\n[amqp]\ntiers = [\"3s\"]\n"),
+        secs(&[3]),
+    );
+    // An absurd retry_max still gives valid tiers: at most 32, the last
+    // one retry_max; and they survive `config check`.
+    let src =
+        "[delivery]\nretry_initial = \"1s\"\nretry_max = \"200years\"\ngive_up = \"300years\"\n";
+    let s = parse(src).unwrap();
+    let t = &s.amqp.tiers;
+    assert_eq!(t.len(), 32);
+    assert_eq!(t[30], Duration::from_secs(1 << 30));
+    assert_eq!(t[31], s.delivery.retry_max);
+    assert!(t.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(parse(&s.to_toml()).unwrap(), s);
+    assert_eq!(
+        amqp::defaults::tiers(Duration::from_micros(10), Duration::from_micros(1500)),
+        vec![Duration::from_millis(1), Duration::from_millis(2)],
+    );
+}
+
+#[test]
+fn queue_and_amqp_validation_rules() {
+    let many: Vec<String> = (1..=33).map(|i| format!("\"{i}s\"")).collect();
+    let too_many = format!("[amqp]\ntiers = [{}]\n", many.join(", "));
+    let thirty_two = format!("[amqp]\ntiers = [{}]\n", many[..32].join(", "));
+    let long_prefix = format!("[amqp]\nprefix = \"{}\"\n", "p".repeat(65));
+    let max_prefix = format!("[amqp]\nprefix = \"{}\"\n", "p".repeat(64));
+    // (source, field, line, message fragment)
+    let cases: &[(&str, &str, usize, &str)] = &[
+        (
+            "[queue]\nbackend = \"rabbitmq\"\n",
+            "queue.backend",
+            2,
+            "unknown variant `rabbitmq`, expected `embedded` or `amqp`",
+        ),
+        (
+            "[queue]\nkind = \"amqp\"\n",
+            "queue.kind",
+            2,
+            "unknown field",
+        ),
+        ("[amqp]\n\nbogus = 1\n", "amqp.bogus", 3, "unknown field"),
+        (
+            "[amqp]\nurl = \"amqps://broker.test:5671/%2f\"\n",
+            "amqp.url",
+            2,
+            "TLS to the broker is not compiled into this build",
+        ),
+        (
+            "[amqp]\nurl = \"AMQPS://broker.test\"\n",
+            "amqp.url",
+            2,
+            "stunnel",
+        ),
+        (
+            "[amqp]\nurl = \"http://broker.test:15672/\"\n",
+            "amqp.url",
+            2,
+            "expected a URL like amqp://",
+        ),
+        (
+            "[amqp]\nurl = \"broker.test:5672\"\n",
+            "amqp.url",
+            2,
+            "got \"broker.test:5672\"",
+        ),
+        ("[amqp]\nurl = \"\"\n", "amqp.url", 2, "expected a URL"),
+        (
+            "[amqp]\nprefix = \"\"\n",
+            "amqp.prefix",
+            2,
+            "must not be empty",
+        ),
+        (
+            "[amqp]\nprefix = \"mta/1\"\n",
+            "amqp.prefix",
+            2,
+            "expected only letters, digits, '.', '_' and '-', got \"mta/1\"",
+        ),
+        ("[amqp]\nprefix = \"mta 1\"\n", "amqp.prefix", 2, "letters"),
+        ("[amqp]\nprefix = \"mtä\"\n", "amqp.prefix", 2, "letters"),
+        (
+            &long_prefix,
+            "amqp.prefix",
+            2,
+            "at most 64 characters, got 65",
+        ),
+        (
+            "[amqp]\nqueue_type = \"mirrored\"\n",
+            "amqp.queue_type",
+            2,
+            "expected `classic` or `quorum`",
+        ),
+        ("[amqp]\ntiers = []\n", "amqp.tiers", 2, "at least one"),
+        (&too_many, "amqp.tiers", 2, "at most 32 delays, got 33"),
+        (
+            "[amqp]\ntiers = [\"5m\", \"5m\"]\n",
+            "amqp.tiers",
+            2,
+            "strictly increasing: 5m does not follow 5m",
+        ),
+        (
+            "[amqp]\ntiers = [\n  \"10m\",\n  \"5m\",\n]\n",
+            "amqp.tiers",
+            4,
+            "5m does not follow 10m",
+        ),
+        (
+            "[amqp]\ntiers = [\"1500us\"]\n",
+            "amqp.tiers",
+            2,
+            "whole number of milliseconds, at least 1ms, got 1ms 500us",
+        ),
+        (
+            "[amqp]\ntiers = [\"999us\"]\n",
+            "amqp.tiers",
+            2,
+            "at least 1ms",
+        ),
+        (
+            "[amqp]\ntiers = [\"0s\"]\n",
+            "amqp.tiers",
+            2,
+            "at least 1ms",
+        ),
+        (
+            "[amqp]\ntiers = [\"1s\", \"later\"]\n",
+            "amqp.tiers",
+            2,
+            "expected a duration like 5m or 500ms, got \"later\"",
+        ),
+        (
+            "[amqp]\ntiers = [\"1s\", 5]\n",
+            "amqp.tiers",
+            2,
+            "invalid type",
+        ),
+        (
+            "[amqp]\nprefetch = 0\n",
+            "amqp.prefetch",
+            2,
+            "at least 1, got 0",
+        ),
+        ("[amqp]\nprefetch = 65536\n", "amqp.prefetch", 2, "65536"),
+        ("[amqp]\nbatch_max = 0\n", "amqp.batch_max", 2, "at least 1"),
+        (
+            "[amqp]\nbatch_max = 1025\n",
+            "amqp.batch_max",
+            2,
+            "between 1 and 1024, got 1025",
+        ),
+        (
+            "[amqp]\nbatch_window = \"101ms\"\n",
+            "amqp.batch_window",
+            2,
+            "between 0 and 100ms, got 101ms",
+        ),
+        (
+            "[amqp]\nbatch_window = \"soon\"\n",
+            "amqp.batch_window",
+            2,
+            "expected a duration",
+        ),
+        (
+            "[amqp]\nconfirm_timeout = \"0s\"\n",
+            "amqp.confirm_timeout",
+            2,
+            "above 0 and at most 5m, got 0s",
+        ),
+        (
+            "[amqp]\nconfirm_timeout = \"5m 1ms\"\n",
+            "amqp.confirm_timeout",
+            2,
+            "at most 5m",
+        ),
+        (
+            "[amqp]\nnode_id = 1024\n",
+            "amqp.node_id",
+            2,
+            "between 0 and 1023, got 1024",
+        ),
+        ("[amqp]\nnode_id = -1\n", "amqp.node_id", 2, "-1"),
+    ];
+    for &(src, field, line, needle) in cases {
+        assert_invalid(src, field, line, needle);
+    }
+    // Boundaries that must be accepted.
+    for ok in [
+        "[amqp]\nurl = \"amqp://\"\n",
+        "[amqp]\nprefix = \"p\"\n",
+        &max_prefix,
+        &thirty_two,
+        "[amqp]\ntiers = [\"1ms\"]\n",
+        "[amqp]\nprefetch = 65535\n",
+        "[amqp]\nbatch_max = 1\n",
+        "[amqp]\nbatch_window = \"0s\"\n",
+        "[amqp]\nbatch_window = \"100ms\"\n",
+        "[amqp]\nconfirm_timeout = \"1ms\"\n",
+        "[amqp]\nconfirm_timeout = \"5m\"\n",
+        "[amqp]\nnode_id = 1023\n",
+    ] {
+        parse(ok).unwrap_or_else(|e| panic!("{ok:?} rejected: {e}"));
+    }
+    // The [amqp] rules hold whichever backend is chosen.
+    assert_invalid(
+        "[queue]\nbackend = \"embedded\"\n[amqp]\nprefetch = 0\n",
+        "amqp.prefetch",
+        4,
+        "",
+    );
+}
+
+#[test]
+fn amqp_override_checks() {
+    // The checks behind amqp.url and amqp.prefix, for --amqp-url and
+    // --amqp-prefix (clap value parsers).
+    let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+    assert_eq!(parse_amqp_url(url).as_deref(), Ok(url));
+    let err = parse_amqp_url("amqps://broker.test").unwrap_err();
+    assert!(
+        err.contains("not compiled into this build") && err.contains("stunnel"),
+        "{err}"
+    );
+    for bad in ["", "amqp:/x", "amqp", "redis://x", "://x", " amqp://x"] {
+        let err = parse_amqp_url(bad).unwrap_err();
+        assert!(
+            err.contains("expected a URL like amqp://"),
+            "{bad:?}: {err}"
+        );
+    }
+    assert_eq!(parse_amqp_prefix("a.b_c-D9").as_deref(), Ok("a.b_c-D9"));
+    for bad in ["", "a b", "a/b", "a*", "é", &"x".repeat(65)] {
+        assert!(parse_amqp_prefix(bad).is_err(), "{bad:?}");
+    }
 }

@@ -3,6 +3,7 @@
 //! SMTP to it over a real socket.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod broker;
 pub mod sink;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -108,20 +109,31 @@ impl Server {
     }
 
     /// Spawns a prepared command (for tests that adjust it, e.g. limits).
-    pub fn spawn(mut cmd: Command, addr: SocketAddr, spool: &Path, driver: Driver) -> Server {
+    pub fn spawn(cmd: Command, addr: SocketAddr, spool: &Path, driver: Driver) -> Server {
+        Self::spawn_until(cmd, addr, spool, driver, "accepting mail")
+    }
+
+    /// Spawns a prepared command and waits for `ready` in its log.
+    pub fn spawn_until(
+        mut cmd: Command,
+        addr: SocketAddr,
+        spool: &Path,
+        driver: Driver,
+        ready: &'static str,
+    ) -> Server {
         let mut child = cmd.spawn().expect("start verdant");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
         std::thread::spawn(move || {
-            let mut ready = Some(tx);
+            let mut waiting = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 sink.lock().unwrap().push_str(&line);
                 sink.lock().unwrap().push('\n');
-                if line.contains("accepting mail")
-                    && let Some(tx) = ready.take()
+                if line.contains(ready)
+                    && let Some(tx) = waiting.take()
                 {
                     let _ = tx.send(());
                 }
