@@ -9,7 +9,7 @@ use std::sync::mpsc;
 
 use anyhow::{Context, anyhow};
 use verdant_amqp::service::{Handle, Incoming, ServiceConfig};
-use verdant_amqp::worker::{AmqpQueue, Batching, BrokerSource, id_worker};
+use verdant_amqp::worker::{self as amqp_worker, AmqpQueue, Batching, BrokerSource, id_worker};
 use verdant_amqp::{QueueKind, Topology};
 use verdant_engine::conn::Timeouts;
 use verdant_engine::dns::{DnsConfig, DnsHandle, DnsService};
@@ -87,6 +87,7 @@ fn start_broker(
         topology: topology.clone(),
         prefetch: a.prefetch,
         confirm_timeout: a.confirm_timeout,
+        round_max: a.batch_max,
         consumers,
     })
     .context("starting the broker thread")?;
@@ -396,6 +397,12 @@ fn worker_main(w: Worker) {
             None => None,
         };
         // The queue: this worker's part of the spool, or the broker.
+        // On the broker, the worker's receiver and engine share its ids.
+        let broker_ids = amqp_worker::ids(
+            broker
+                .as_ref()
+                .map_or(0, |link| id_worker(link.node, worker as u16)),
+        );
         let (spool, source, recovered, queued): (Option<Spool>, Option<Rc<dyn Source>>, _, _) =
             match &broker {
                 None => {
@@ -424,16 +431,16 @@ fn worker_main(w: Worker) {
                     (Some(spool), source, recovered, note)
                 }
                 Some(link) => {
-                    let ids = id_worker(link.node, worker as u16);
                     let source: Option<Rc<dyn Source>> = incoming.map(|rx| {
                         Rc::new(BrokerSource::new(
                             link.handle.clone(),
                             rx,
                             link.topology.clone(),
-                            ids,
+                            broker_ids.clone(),
                         )) as Rc<dyn Source>
                     });
-                    (None, source, Vec::new(), format!("queue ids {ids:04X}"))
+                    let note = format!("queue ids {:04X}", id_worker(link.node, worker as u16));
+                    (None, source, Vec::new(), note)
                 }
             };
         let engine = match (delivery, source, log) {
@@ -475,7 +482,7 @@ fn worker_main(w: Worker) {
                     link.handle.clone(),
                     &link.topology,
                     link.batching,
-                    id_worker(link.node, worker as u16),
+                    broker_ids,
                 );
                 accept(listeners, receiver(&settings, config, queue, limiter), stop).await
             }

@@ -61,14 +61,7 @@ fn receiver_to_broker_to_engine_to_sink() {
         assert_eq!(log.len(), 40, "{driver:?}: {log:?}");
         assert!(log.iter().all(|l| l["outcome"] == "delivered"), "{log:?}");
         // Every queue is empty once everything is acknowledged.
-        assert!(
-            wait_until(Duration::from_secs(5), || queues
-                .depths()
-                .values()
-                .all(|&n| n == 0)),
-            "{:?}",
-            queues.depths()
-        );
+        assert!(queues.drain(Duration::from_secs(5)));
     }
 }
 
@@ -160,14 +153,7 @@ fn temporary_failures_go_round_the_delay_queues_then_bounce() {
         }),
         "bounces not at the sink"
     );
-    assert!(
-        wait_until(Duration::from_secs(5), || queues
-            .depths()
-            .values()
-            .all(|&n| n == 0)),
-        "{:?}",
-        queues.depths()
-    );
+    assert!(queues.drain(Duration::from_secs(5)));
 }
 
 #[test]
@@ -231,12 +217,5 @@ fn a_killed_engine_leaves_its_messages_to_the_other() {
         !attempts(dir.path(), "b").is_empty(),
         "engine b did nothing"
     );
-    assert!(
-        wait_until(Duration::from_secs(5), || queues
-            .depths()
-            .values()
-            .all(|&n| n == 0)),
-        "{:?}",
-        queues.depths()
-    );
+    assert!(queues.drain(Duration::from_secs(5)));
 }

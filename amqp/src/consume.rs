@@ -11,19 +11,20 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures_lite::StreamExt;
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use verdant_queue::Record;
 use verdant_queue::codec::{self, DecodeError};
 
-use crate::publish::Publisher;
+use crate::publish::{Outgoing, Publisher, reason_of};
 use crate::{Broker, Error, Topology};
 
-/// The header that carries the reason of a dead-lettered message.
-pub const REASON_HEADER: &str = "x-verdant-reason";
+/// How long a dead-lettering publish may wait for its confirm.
+const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One message received from a queue, not yet acknowledged.
 #[derive(Debug)]
@@ -122,15 +123,7 @@ impl Consumer {
             Ok(d) => d,
             Err(e) => return Some(Err(e.into())),
         };
-        let reason = delivery
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get(REASON_HEADER))
-            .and_then(|v| match v {
-                AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into()),
-                _ => None,
-            });
+        let reason = reason_of(&delivery.properties);
         self.outstanding
             .lock()
             .expect("outstanding tags")
@@ -163,17 +156,22 @@ impl Consumer {
     }
 
     /// Publishes `delivery` to the dead-letter queue with `reason` in the
-    /// [`REASON_HEADER`] header, awaits the broker's confirm, then
+    /// [`crate::publish::REASON_HEADER`] header, awaits the broker's confirm, then
     /// acknowledges this delivery alone. On error the delivery is not
     /// acknowledged (the broker redelivers it).
-    pub async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), Error> {
-        self.dead_letters
-            .publish_one_with_header(
-                &self.dead_letter_queue,
-                &delivery.data,
-                (REASON_HEADER, reason),
-            )
-            .await?;
+    pub async fn dead_letter(&mut self, delivery: &Delivery, reason: &str) -> Result<(), Error> {
+        let item = Outgoing {
+            reason: Some(reason.into()),
+            ..Outgoing::new(self.dead_letter_queue.as_str(), delivery.data.clone())
+        };
+        if let Some(Err(e)) = self
+            .dead_letters
+            .publish(&[item], DEAD_LETTER_TIMEOUT)
+            .await
+            .pop()
+        {
+            return Err(e.into());
+        }
         let removed = self
             .outstanding
             .lock()

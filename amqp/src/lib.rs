@@ -27,7 +27,7 @@ pub mod topology;
 pub mod worker;
 
 pub use consume::{Consumer, Delivery};
-pub use publish::{PublishError, Publisher};
+pub use publish::{Outgoing, PublishError, Publisher};
 pub use topology::{QueueKind, Topology};
 
 use lapin::{Connection, ConnectionProperties};
@@ -57,7 +57,13 @@ impl Broker {
     /// URL-encoded; no vhost means `/`). Must be called inside a tokio
     /// runtime.
     pub async fn connect(url: &str) -> Result<Self, Error> {
-        let props = ConnectionProperties::default().with_connection_name("verdant".into());
+        Self::connect_as(url, "verdant").await
+    }
+
+    /// [`Broker::connect`], with the connection name the broker shows (in
+    /// `rabbitmqctl list_connections client_properties`).
+    pub async fn connect_as(url: &str, name: &str) -> Result<Self, Error> {
+        let props = ConnectionProperties::default().with_connection_name(name.into());
         let conn = Connection::connect(url, props).await?;
         Ok(Self { conn })
     }

@@ -1,10 +1,21 @@
-//! Confirmed batch publishing.
+//! Confirmed publishing, one round at a time.
 //!
-//! A batch is published in full (every message persistent, delivery mode
-//! 2, and mandatory), then every publisher confirm is awaited and checked
-//! on its own: lapin's `wait_for_confirms()` does not report nacks. A
-//! message counts as accepted only when the broker acked it *and* did not
-//! return it as unroutable; nothing reports success before its confirm.
+//! A round is a batch of messages published in full (every message
+//! persistent, delivery mode 2, and mandatory), then every publisher confirm
+//! is awaited and checked on its own: lapin's `wait_for_confirms()` does not
+//! report nacks. A message counts as accepted only when the broker acked it
+//! *and* did not return it as unroutable; nothing reports success before its
+//! confirm.
+//!
+//! Why one round at a time ([`Publisher::publish`] takes `&mut self`):
+//! lapin does not pair a `basic.return` with the publish it belongs to; it
+//! hands each returned message to whichever confirm completes next. Within
+//! one round that is harmless, because every returned message carries its
+//! index in the round as its `message_id` and is matched back by it. Across
+//! rounds in flight together, a return could be given to another round's
+//! confirm, and the returned message would be reported as stored.
+
+use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -13,9 +24,15 @@ use lapin::{BasicProperties, Channel, Confirmation};
 use crate::{Broker, Error};
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
-pub(crate) const PERSISTENT: u8 = 2;
+const PERSISTENT: u8 = 2;
 
-/// Why one message of a batch was not accepted by the broker. The sender
+/// The header carrying how many delivery attempts a message has had.
+pub const ATTEMPT_HEADER: &str = "x-verdant-attempt";
+
+/// The header that carries the reason of a dead-lettered message.
+pub const REASON_HEADER: &str = "x-verdant-reason";
+
+/// Why one message of a round was not accepted by the broker. The sender
 /// must treat it as not queued (the SMTP client gets a 4xx and retries).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
@@ -33,9 +50,44 @@ pub enum PublishError {
         text: String,
     },
     /// The publish or its confirm failed at the connection or channel level
-    /// (broker gone, channel closed): the outcome is unknown, so not accepted.
+    /// (broker gone, channel closed, no confirm in time): the outcome is
+    /// unknown, so not accepted, and the channel is not to be trusted any
+    /// more.
     #[error("broker error: {0}")]
     Broker(String),
+}
+
+impl PublishError {
+    /// Whether the failure is the channel's (see [`PublishError::Broker`]),
+    /// rather than the broker refusing this message.
+    pub fn is_channel_failure(&self) -> bool {
+        matches!(self, PublishError::Broker(_))
+    }
+}
+
+/// A message to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The queue (routing key on the default exchange).
+    pub queue: String,
+    /// The encoded message.
+    pub data: Vec<u8>,
+    /// Delivery attempts so far (the [`ATTEMPT_HEADER`]; 0: none sent).
+    pub attempt: u32,
+    /// Why it is dead-lettered (the [`REASON_HEADER`]).
+    pub reason: Option<String>,
+}
+
+impl Outgoing {
+    /// A new message for `queue`, no attempt made yet.
+    pub fn new(queue: impl Into<String>, data: Vec<u8>) -> Self {
+        Outgoing {
+            queue: queue.into(),
+            data,
+            attempt: 0,
+            reason: None,
+        }
+    }
 }
 
 /// A publisher on its own channel in confirm mode.
@@ -54,97 +106,144 @@ impl Publisher {
         Ok(Self { channel })
     }
 
-    /// Publishes every `(routing key, bytes)` of `batch` to the default
-    /// exchange (routing key = queue name), persistent and mandatory, then
-    /// awaits every confirm. The result has one entry per message, in
-    /// order: `Ok` only for a message the broker acked and did not return.
-    pub async fn publish_batch<R, B>(&self, batch: &[(R, B)]) -> Vec<Result<(), PublishError>>
-    where
-        R: AsRef<str>,
-        B: AsRef<[u8]>,
-    {
-        let mut pending = Vec::with_capacity(batch.len());
-        for (routing, bytes) in batch {
-            let confirm = self
-                .channel
-                .basic_publish(
-                    "".into(),
-                    routing.as_ref().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    bytes.as_ref(),
-                    properties(None),
-                )
-                .await;
-            pending.push(confirm);
-        }
-        let mut results = Vec::with_capacity(pending.len());
-        for confirm in pending {
-            results.push(match confirm {
-                Ok(confirm) => check(confirm.await),
-                Err(e) => Err(PublishError::Broker(e.to_string())),
-            });
-        }
-        results
+    /// Whether the channel is still open.
+    pub fn connected(&self) -> bool {
+        self.channel.status().connected()
     }
 
-    /// Publishes one message with a string header and awaits its confirm
-    /// (dead-lettering with a reason).
-    pub(crate) async fn publish_one_with_header(
-        &self,
-        routing: &str,
-        bytes: &[u8],
-        header: (&str, &str),
-    ) -> Result<(), PublishError> {
-        let confirm = self
-            .channel
-            .basic_publish(
+    /// Publishes one round: every item to the default exchange (routing key
+    /// = queue name), persistent and mandatory, then awaits every confirm,
+    /// all within `timeout`. The result has one entry per item, in order:
+    /// `Ok` only for a message the broker acked and did not return. After a
+    /// [`PublishError::Broker`] the channel should be dropped.
+    pub async fn publish(
+        &mut self,
+        items: &[Outgoing],
+        timeout: Duration,
+    ) -> Vec<Result<(), PublishError>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let late =
+            || PublishError::Broker(format!("no confirm from the broker within {timeout:?}"));
+        let mut results: Vec<Result<(), PublishError>> = vec![Ok(()); items.len()];
+        let mut pending: Vec<Option<lapin::PublisherConfirm>> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let publish = self.channel.basic_publish(
                 "".into(),
-                routing.into(),
+                item.queue.as_str().into(),
                 BasicPublishOptions {
                     mandatory: true,
                     immediate: false,
                 },
-                bytes,
-                properties(Some(header)),
-            )
-            .await
-            .map_err(|e| PublishError::Broker(e.to_string()))?;
-        check(confirm.await)
-    }
-}
-
-fn properties(header: Option<(&str, &str)>) -> BasicProperties {
-    let props = BasicProperties::default().with_delivery_mode(PERSISTENT);
-    match header {
-        None => props,
-        Some((name, value)) => {
-            let mut headers = FieldTable::default();
-            headers.insert(name.into(), AMQPValue::LongString(value.into()));
-            props.with_headers(headers)
+                &item.data,
+                properties(item, i),
+            );
+            match tokio::time::timeout_at(deadline, publish).await {
+                Ok(Ok(confirm)) => pending.push(Some(confirm)),
+                Ok(Err(e)) => {
+                    results[i] = Err(PublishError::Broker(e.to_string()));
+                    pending.push(None);
+                }
+                Err(_) => {
+                    // The socket is stalled: nothing more goes out.
+                    results[i..].iter_mut().for_each(|r| *r = Err(late()));
+                    break;
+                }
+            }
         }
-    }
-}
-
-/// Maps one publisher confirm to the message's fate.
-pub(crate) fn check(confirmation: lapin::Result<Confirmation>) -> Result<(), PublishError> {
-    match confirmation {
-        // Acked and not returned: stored (persistent, durable queue).
-        Ok(Confirmation::Ack(None)) => Ok(()),
-        // Unroutable messages are acked after being returned: not queued.
-        Ok(Confirmation::Ack(Some(ret))) | Ok(Confirmation::Nack(Some(ret))) => {
-            Err(PublishError::Returned {
+        let mut returned = Vec::new();
+        for (i, confirm) in pending.into_iter().enumerate() {
+            let Some(confirm) = confirm else { continue };
+            let confirmation = match tokio::time::timeout_at(deadline, confirm).await {
+                Ok(c) => c,
+                Err(_) => {
+                    results[i] = Err(late());
+                    continue;
+                }
+            };
+            match confirmation {
+                // Acked: stored (persistent, durable queue), unless a
+                // return names it.
+                Ok(Confirmation::Ack(ret)) => returned.extend(ret),
+                Ok(Confirmation::Nack(ret)) => {
+                    results[i] = Err(PublishError::Nacked);
+                    returned.extend(ret);
+                }
+                // Confirm mode is set in `new`; never count an unconfirmed
+                // publish.
+                Ok(Confirmation::NotRequested) => {
+                    results[i] = Err(PublishError::Broker(
+                        "publisher confirms not enabled on the channel".into(),
+                    ));
+                }
+                Err(e) => results[i] = Err(PublishError::Broker(e.to_string())),
+            }
+        }
+        for ret in returned {
+            let error = PublishError::Returned {
                 code: ret.reply_code,
                 text: ret.reply_text.to_string(),
-            })
+            };
+            let index = ret
+                .delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .and_then(|id| id.as_str().parse::<usize>().ok())
+                .filter(|&i| i < items.len());
+            match index {
+                Some(i) => results[i] = Err(error),
+                // Not ours to place: no message of the round can be
+                // trusted to be stored.
+                None => results.iter_mut().for_each(|r| *r = Err(error.clone())),
+            }
         }
-        Ok(Confirmation::Nack(None)) => Err(PublishError::Nacked),
-        // Confirm mode is set in `new`; never count an unconfirmed publish.
-        Ok(Confirmation::NotRequested) => Err(PublishError::Broker(
-            "publisher confirms not enabled on the channel".into(),
-        )),
-        Err(e) => Err(PublishError::Broker(e.to_string())),
+        results
+    }
+}
+
+/// The properties of the `index`-th message of a round.
+fn properties(item: &Outgoing, index: usize) -> BasicProperties {
+    let props = BasicProperties::default()
+        .with_delivery_mode(PERSISTENT)
+        // Matches a returned message back to its publish (see the module
+        // documentation).
+        .with_message_id(index.to_string().into());
+    let mut headers = FieldTable::default();
+    if item.attempt > 0 {
+        headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(item.attempt));
+    }
+    if let Some(reason) = &item.reason {
+        headers.insert(
+            REASON_HEADER.into(),
+            AMQPValue::LongString(reason.as_str().into()),
+        );
+    }
+    if headers.inner().is_empty() {
+        props
+    } else {
+        props.with_headers(headers)
+    }
+}
+
+/// The attempt count of a consumed message (0 without the header).
+pub(crate) fn attempt_of(props: &BasicProperties) -> u32 {
+    match props
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(ATTEMPT_HEADER))
+    {
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(u32::MAX),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::ShortUInt(n)) => u32::from(*n),
+        _ => 0,
+    }
+}
+
+/// The dead-letter reason of a consumed message.
+pub(crate) fn reason_of(props: &BasicProperties) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(REASON_HEADER)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into()),
+        _ => None,
     }
 }

@@ -167,28 +167,6 @@ impl Topology {
         Ok(())
     }
 
-    /// The messages ready in each queue of the topology (not counting
-    /// those delivered and not yet acknowledged), by name.
-    pub async fn depths(&self, broker: &Broker) -> Result<Vec<(String, u32)>, Error> {
-        let channel = broker.channel().await?;
-        let mut out = Vec::new();
-        for name in self.queue_names() {
-            let q = channel
-                .queue_declare(
-                    name.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
-            out.push((name, q.message_count()));
-        }
-        channel.close(200, "counted".into()).await?;
-        Ok(out)
-    }
-
     /// Deletes every queue of the topology with the messages in it (tests
     /// and tear-down); missing queues are not an error.
     pub async fn delete(&self, broker: &Broker) -> Result<(), Error> {

@@ -50,11 +50,20 @@ fn not_accepted(e: &PublishError) -> QueueError {
 
 type Waiter = flume::Sender<Result<(), PublishError>>;
 
+/// A worker's queue ids, shared by its receiver and its engine (bounces
+/// get ids too), so that they never hand out the same one.
+pub type Ids = Rc<RefCell<IdGenerator>>;
+
+/// The id generator of a worker of this process (see [`id_worker`]).
+pub fn ids(id_worker: u16) -> Ids {
+    Rc::new(RefCell::new(IdGenerator::new(id_worker, 0)))
+}
+
 struct Batcher {
     handle: Handle,
     queue: String,
     batching: Batching,
-    ids: RefCell<IdGenerator>,
+    ids: Ids,
     pending: RefCell<Vec<(Outgoing, Waiter)>>,
     /// Bumped at every flush: a window timer of an earlier batch finds
     /// another number and leaves the batch alone.
@@ -68,9 +77,9 @@ pub struct AmqpQueue {
 }
 
 impl AmqpQueue {
-    /// A queue for worker `id_worker` (see [`id_worker`]) publishing to the
-    /// delivery queue of `topology` through `handle`.
-    pub fn new(handle: Handle, topology: &Topology, batching: Batching, id_worker: u16) -> Self {
+    /// A queue publishing to the delivery queue of `topology` through
+    /// `handle`, taking its queue ids from `ids`.
+    pub fn new(handle: Handle, topology: &Topology, batching: Batching, ids: Ids) -> Self {
         AmqpQueue {
             inner: Rc::new(Batcher {
                 handle,
@@ -79,7 +88,7 @@ impl AmqpQueue {
                     max: batching.max.max(1),
                     window: batching.window,
                 },
-                ids: RefCell::new(IdGenerator::new(id_worker, 0)),
+                ids,
                 pending: RefCell::default(),
                 batch_no: Cell::new(0),
             }),
@@ -168,25 +177,25 @@ pub struct BrokerSource {
     handle: Handle,
     incoming: flume::Receiver<Incoming>,
     topology: Topology,
-    ids: RefCell<IdGenerator>,
+    ids: Ids,
     /// Messages that could not be decoded, sent to the dead-letter queue.
     undecodable: Cell<u64>,
 }
 
 impl BrokerSource {
     /// A source for one worker: `incoming` is its consumer's channel (from
-    /// [`crate::service::start`]); bounces get ids of `id_worker`.
+    /// [`crate::service::start`]); bounces get their ids from `ids`.
     pub fn new(
         handle: Handle,
         incoming: flume::Receiver<Incoming>,
         topology: Topology,
-        id_worker: u16,
+        ids: Ids,
     ) -> Self {
         BrokerSource {
             handle,
             incoming,
             topology,
-            ids: RefCell::new(IdGenerator::new(id_worker, 0)),
+            ids,
             undecodable: Cell::new(0),
         }
     }
@@ -256,13 +265,13 @@ impl BrokerSource {
         &self,
         delivery: &Delivery,
         outcome: &Outcome,
-        bounce: Option<(Envelope, Vec<u8>)>,
-    ) -> Vec<Outgoing> {
+        bounce: Option<&(Envelope, Vec<u8>)>,
+    ) -> Result<Vec<Outgoing>, QueueError> {
         let mut out = Vec::new();
         if let Some((env, dsn)) = bounce {
             let id = self.ids.borrow_mut().next_id();
             let mut data = Vec::new();
-            codec::encode_message(&mut data, id, &env, &dsn);
+            codec::encode_message(&mut data, id, env, dsn);
             out.push(Outgoing {
                 queue: self.topology.delivery_queue(),
                 data,
@@ -281,9 +290,9 @@ impl BrokerSource {
                 .iter()
                 .filter_map(|&i| delivery.envelope.recipients.get(i as usize).cloned())
                 .collect();
-            let body: &[u8] = match &delivery.body {
-                Body::Memory(b) => b,
-                Body::Spool(_) => &[],
+            let Body::Memory(body) = &delivery.body else {
+                // Broker deliveries keep their content (see `release_body`).
+                return Err(QueueError::Storage(std::io::ErrorKind::InvalidInput));
             };
             let mut data = Vec::new();
             codec::encode_message(&mut data, delivery.id, &env, body);
@@ -296,7 +305,7 @@ impl BrokerSource {
                 reason: None,
             });
         }
-        out
+        Ok(out)
     }
 }
 
@@ -331,13 +340,13 @@ impl Source for BrokerSource {
         &'a self,
         delivery: &'a Delivery,
         outcome: &'a Outcome,
-        bounce: Option<(Envelope, Vec<u8>)>,
+        bounce: Option<&'a (Envelope, Vec<u8>)>,
     ) -> LocalFuture<'a, Result<(), QueueError>> {
         Box::pin(async move {
             let Origin::Broker(ticket) = delivery.origin else {
                 return Err(QueueError::Storage(std::io::ErrorKind::InvalidInput));
             };
-            let publish = self.replacements(delivery, outcome, bounce);
+            let publish = self.replacements(delivery, outcome, bounce)?;
             match self.handle.settle(ticket, publish).await {
                 Ok(()) => Ok(()),
                 Err(SettleError::Released) => Err(QueueError::Released),
@@ -348,5 +357,12 @@ impl Source for BrokerSource {
 
     fn keeps_deferred(&self) -> bool {
         true
+    }
+
+    fn is_live(&self, delivery: &Delivery) -> bool {
+        match delivery.origin {
+            Origin::Broker(ticket) => ticket.generation == self.handle.generation(),
+            Origin::Spool(_) => false,
+        }
     }
 }

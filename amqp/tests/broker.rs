@@ -6,7 +6,10 @@
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use verdant_amqp::{Broker, Consumer, PublishError, Publisher, QueueKind, Topology};
+use verdant_amqp::{Broker, Consumer, Outgoing, PublishError, Publisher, QueueKind, Topology};
+
+/// How long a test publish may wait for its confirms.
+const CONFIRM: Duration = Duration::from_secs(10);
 use verdant_queue::{Envelope, QueueId, Record, codec};
 
 fn url() -> String {
@@ -108,9 +111,9 @@ async fn topology_declares_twice_idempotently() {
     let broker = Broker::connect(&url()).await.unwrap();
     topo.declare(&broker).await.unwrap();
     // A message queued between the two declarations survives the second.
-    let publisher = Publisher::new(&broker).await.unwrap();
+    let mut publisher = Publisher::new(&broker).await.unwrap();
     let r = publisher
-        .publish_batch(&[(topo.delivery_queue(), encode(1))])
+        .publish(&[Outgoing::new(topo.delivery_queue(), encode(1))], CONFIRM)
         .await;
     assert_eq!(r, vec![Ok(())]);
     topo.declare(&broker).await.unwrap();
@@ -134,11 +137,11 @@ async fn batch_of_64_confirmed_and_consumed_intact() {
     let _cleanup = Cleanup(topo.clone());
     let broker = Broker::connect(&url()).await.unwrap();
     topo.declare(&broker).await.unwrap();
-    let publisher = Publisher::new(&broker).await.unwrap();
-    let batch: Vec<(String, Vec<u8>)> = (0..64)
-        .map(|i| (topo.delivery_queue(), encode(i)))
+    let mut publisher = Publisher::new(&broker).await.unwrap();
+    let batch: Vec<Outgoing> = (0..64)
+        .map(|i| Outgoing::new(topo.delivery_queue(), encode(i)))
         .collect();
-    let results = publisher.publish_batch(&batch).await;
+    let results = publisher.publish(&batch, CONFIRM).await;
     assert_eq!(results.len(), 64);
     assert!(results.iter().all(Result::is_ok), "{results:?}");
 
@@ -180,21 +183,42 @@ async fn unroutable_message_is_an_error() {
     let _cleanup = Cleanup(topo.clone());
     let broker = Broker::connect(&url()).await.unwrap();
     topo.declare(&broker).await.unwrap();
-    let publisher = Publisher::new(&broker).await.unwrap();
+    let mut publisher = Publisher::new(&broker).await.unwrap();
     let nowhere = format!("{}.no-such-queue", topo.prefix);
-    let results = publisher
-        .publish_batch(&[
-            (topo.delivery_queue(), encode(1)),
-            (nowhere, encode(2)),
-            (topo.delivery_queue(), encode(3)),
-        ])
-        .await;
-    assert_eq!(results[0], Ok(()));
-    match &results[1] {
-        Err(PublishError::Returned { code, .. }) => assert_eq!(*code, 312),
-        other => panic!("expected a returned message, got {other:?}"),
+    // Two unroutable messages among 20 in one round: each result names the
+    // right one (lapin hands returns to whichever confirm completes next;
+    // the publisher matches them back by message id).
+    let unroutable = [7, 13];
+    let round: Vec<Outgoing> = (0..20)
+        .map(|i| {
+            let queue = if unroutable.contains(&i) {
+                nowhere.clone()
+            } else {
+                topo.delivery_queue()
+            };
+            Outgoing::new(queue, encode(i))
+        })
+        .collect();
+    let results = publisher.publish(&round, CONFIRM).await;
+    for (i, r) in results.iter().enumerate() {
+        if unroutable.contains(&i) {
+            match r {
+                Err(PublishError::Returned { code, .. }) => assert_eq!(*code, 312),
+                other => panic!("{i}: expected a returned message, got {other:?}"),
+            }
+        } else {
+            assert_eq!(*r, Ok(()), "{i}");
+        }
     }
-    assert_eq!(results[2], Ok(()));
+    // The 18 others are stored, in order.
+    let mut consumer = Consumer::new(&broker, &topo, &topo.delivery_queue(), 32)
+        .await
+        .unwrap();
+    for i in (0..20).filter(|i| !unroutable.contains(i)) {
+        let d = next_within(&mut consumer, Duration::from_secs(10)).await;
+        assert_eq!(d.data(), &encode(i)[..], "{i}");
+        consumer.ack_up_to(d.tag()).await.unwrap();
+    }
     broker.close().await.unwrap();
 }
 
@@ -210,10 +234,10 @@ async fn delay_tier_comes_back_after_its_ttl() {
     let mut consumer = Consumer::new(&broker, &topo, &topo.delivery_queue(), 8)
         .await
         .unwrap();
-    let publisher = Publisher::new(&broker).await.unwrap();
+    let mut publisher = Publisher::new(&broker).await.unwrap();
     let sent = Instant::now();
     let results = publisher
-        .publish_batch(&[(topo.delay_queue(0), encode(7))])
+        .publish(&[Outgoing::new(topo.delay_queue(0), encode(7))], CONFIRM)
         .await;
     assert_eq!(results, vec![Ok(())]);
     let d = next_within(&mut consumer, Duration::from_secs(10)).await;
@@ -236,13 +260,16 @@ async fn dead_letter_lands_on_the_dlq_with_its_reason() {
     let _cleanup = Cleanup(topo.clone());
     let broker = Broker::connect(&url()).await.unwrap();
     topo.declare(&broker).await.unwrap();
-    let publisher = Publisher::new(&broker).await.unwrap();
+    let mut publisher = Publisher::new(&broker).await.unwrap();
     let garbage = b"\xffnot a verdant record".to_vec();
     let results = publisher
-        .publish_batch(&[
-            (topo.delivery_queue(), garbage.clone()),
-            (topo.delivery_queue(), encode(2)),
-        ])
+        .publish(
+            &[
+                Outgoing::new(topo.delivery_queue(), garbage.clone()),
+                Outgoing::new(topo.delivery_queue(), encode(2)),
+            ],
+            CONFIRM,
+        )
         .await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
 
@@ -282,9 +309,9 @@ async fn quorum_topology_declares_and_delays() {
     let mut consumer = Consumer::new(&broker, &topo, &topo.delivery_queue(), 8)
         .await
         .unwrap();
-    let publisher = Publisher::new(&broker).await.unwrap();
+    let mut publisher = Publisher::new(&broker).await.unwrap();
     let results = publisher
-        .publish_batch(&[(topo.delay_queue(0), encode(9))])
+        .publish(&[Outgoing::new(topo.delay_queue(0), encode(9))], CONFIRM)
         .await;
     assert_eq!(results, vec![Ok(())]);
     let d = next_within(&mut consumer, Duration::from_secs(10)).await;
@@ -323,13 +350,16 @@ async fn a_nacked_message_is_an_error() {
         .await
         .unwrap();
     let broker = Broker::connect(&url()).await.unwrap();
-    let publisher = Publisher::new(&broker).await.unwrap();
+    let mut publisher = Publisher::new(&broker).await.unwrap();
     let results = publisher
-        .publish_batch(&[
-            (name.clone(), encode(1)),
-            (name.clone(), encode(2)),
-            (name.clone(), encode(3)),
-        ])
+        .publish(
+            &[
+                Outgoing::new(name.clone(), encode(1)),
+                Outgoing::new(name.clone(), encode(2)),
+                Outgoing::new(name.clone(), encode(3)),
+            ],
+            CONFIRM,
+        )
         .await;
     ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
         .await

@@ -43,7 +43,9 @@ pub struct EngineConfig {
 /// Messages one worker keeps in flight (with their content in memory).
 pub const MAX_IN_FLIGHT: usize = 10_000;
 
-/// How soon to try again after the queue failed to record an attempt.
+/// How soon to record an outcome again after the queue failed to, at
+/// first and at most (doubling in between).
+const SETTLE_RETRY_FIRST: Duration = Duration::from_secs(1);
 const STORAGE_RETRY: Duration = Duration::from_secs(60);
 
 /// `Received:` headers a message may carry before it is taken for a loop
@@ -195,6 +197,16 @@ impl Engine {
     /// Starts an attempt: groups the pending recipients by domain and
     /// routes each group.
     fn start(self: &Rc<Self>, mut d: Delivery) {
+        if !self.source.is_live(&d) {
+            // The broker took it back (its connection was lost) and hands
+            // it out again; a copy handed out since may be waiting here.
+            let id = d.id;
+            drop(d);
+            if !self.inflight.borrow().contains_key(&id) {
+                self.unpark(id);
+            }
+            return;
+        }
         if self.inflight.borrow().contains_key(&d.id) {
             self.parked.borrow_mut().entry(d.id).or_default().push(d);
             return;
@@ -502,30 +514,40 @@ impl Engine {
             crate::bounce::build(&self.cfg.hostname, &delivery, &f.body, &bounced, expired)
         });
         // The outcome (and any bounce) must be durable before the message
-        // is forgotten or retried. If it cannot be made durable, the
-        // attempt did not happen as far as the queue knows: the message
-        // stays as it was (with its previous outcome) and is tried again
-        // shortly, so no bounce is lost and nothing stalls. A crash in
-        // between hands it out again after the restart: at least once.
+        // is forgotten or retried. If it cannot be made durable yet (disk
+        // error, broker refusing), the same outcome is tried again, with
+        // backoff, until it is (or the broker takes the message back): the
+        // recipients done in this attempt are not sent it again. A crash in
+        // between hands the message out again after the restart: at least
+        // once.
         let me = self.clone();
-        let short_retry = now + STORAGE_RETRY.as_micros() as u64;
         monoio::spawn(async move {
-            match me.source.settle(&delivery, &outcome, bounce).await {
-                Ok(()) => {
-                    if let Outcome::Deferred { until, .. } = outcome
-                        && !me.source.keeps_deferred()
-                    {
-                        delivery.outcome = Some(outcome);
-                        delivery.release_body();
-                        me.defer_until(delivery, until);
+            let mut wait = SETTLE_RETRY_FIRST;
+            loop {
+                match me.source.settle(&delivery, &outcome, bounce.as_ref()).await {
+                    Ok(()) => {
+                        if let Outcome::Deferred { until, .. } = outcome
+                            && !me.source.keeps_deferred()
+                        {
+                            delivery.outcome = Some(outcome);
+                            delivery.release_body();
+                            me.defer_until(delivery, until);
+                        }
+                        break;
                     }
-                }
-                // The broker hands it out again (maybe to another engine).
-                Err(QueueError::Released) => {}
-                Err(e) => {
-                    eprintln!("verdant: {id}: cannot record the outcome ({e}); trying again later");
-                    delivery.release_body();
-                    me.defer_until(delivery, short_retry);
+                    // The broker hands it out again (maybe to another engine).
+                    Err(QueueError::Released) => break,
+                    Err(e) => {
+                        eprintln!(
+                            "verdant: {id}: cannot record the outcome ({e}); trying again in {wait:?}"
+                        );
+                        delivery.release_body();
+                        monoio::time::sleep(wait).await;
+                        wait = (wait * 2).min(STORAGE_RETRY);
+                        if !me.source.is_live(&delivery) {
+                            break;
+                        }
+                    }
                 }
             }
             // Only now may another copy of the message start.
@@ -634,7 +656,11 @@ impl Engine {
                     };
                     crate::bounce::build(&self.cfg.hostname, &d, &body, &failed, false)
                 });
-                match self.source.settle(&d, &Outcome::Removed, bounce).await {
+                match self
+                    .source
+                    .settle(&d, &Outcome::Removed, bounce.as_ref())
+                    .await
+                {
                     Ok(()) => result.affected = 1,
                     Err(QueueError::Released) => {}
                     Err(e) => {

@@ -102,12 +102,22 @@ pub trait Source {
         &'a self,
         delivery: &'a Delivery,
         outcome: &'a Outcome,
-        bounce: Option<(Envelope, Vec<u8>)>,
+        bounce: Option<&'a (Envelope, Vec<u8>)>,
     ) -> LocalFuture<'a, Result<(), QueueError>>;
 
     /// Whether the backend holds deferred messages itself until they are
     /// due (the engine then forgets them once settled).
     fn keeps_deferred(&self) -> bool;
+
+    /// Whether `delivery` is still this backend's to deliver. A broker
+    /// delivery stops being so when the connection it came on is lost: the
+    /// broker has put the message back in its queue and hands it out again,
+    /// so a copy the engine still holds would only be a duplicate. Cheap:
+    /// called before every attempt.
+    fn is_live(&self, delivery: &Delivery) -> bool {
+        let _ = delivery;
+        true
+    }
 }
 
 /// Why the queue could not take a message.

@@ -74,12 +74,38 @@ impl Queues {
         )
     }
 
-    /// Messages ready in each queue of the topology (by name).
-    pub fn depths(&self) -> BTreeMap<String, u32> {
-        let topology = self.topology.clone();
-        on_broker(move |broker| async move { topology.depths(&broker).await })
-            .into_iter()
+    /// Messages ready and messages delivered but not acknowledged, per
+    /// queue of the topology, from `rabbitmqctl` (AMQP cannot see the
+    /// unacknowledged ones).
+    pub fn counts(&self) -> BTreeMap<String, (u64, u64)> {
+        let out = Command::new("rabbitmqctl")
+            .args(["list_queues", "-q", "--no-table-headers"])
+            .args(["name", "messages_ready", "messages_unacknowledged"])
+            .output()
+            .expect("run rabbitmqctl");
+        assert!(out.status.success(), "rabbitmqctl list_queues failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let name = f.next()?;
+                let ready = f.next()?.parse().ok()?;
+                let unacked = f.next()?.parse().ok()?;
+                name.starts_with(&format!("{}.", self.prefix()))
+                    .then(|| (name.to_string(), (ready, unacked)))
+            })
             .collect()
+    }
+
+    /// Waits (at most `limit`) until every queue is empty and every
+    /// delivery acknowledged; false, with what is left printed, if not.
+    pub fn drain(&self, limit: Duration) -> bool {
+        let done = |c: &BTreeMap<String, (u64, u64)>| c.values().all(|&(r, u)| r == 0 && u == 0);
+        if super::wait_until(limit, || done(&self.counts())) {
+            return true;
+        }
+        eprintln!("queues not drained: {:?}", self.counts());
+        false
     }
 }
 

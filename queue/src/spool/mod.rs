@@ -342,14 +342,14 @@ impl Source for Spool {
         &'a self,
         delivery: &'a Delivery,
         outcome: &'a Outcome,
-        bounce: Option<(Envelope, Vec<u8>)>,
+        bounce: Option<&'a (Envelope, Vec<u8>)>,
     ) -> LocalFuture<'a, Result<(), QueueError>> {
         Box::pin(async move {
             // The bounce first: once the outcome is recorded the message
             // is gone, and so would be the reason to send the bounce.
             if let Some((env, dsn)) = bounce {
                 let id = self.next_id();
-                self.enqueue(id, &env, &dsn).await?;
+                self.enqueue(id, env, dsn).await?;
             }
             self.record_outcome(delivery.id, outcome).await
         })
