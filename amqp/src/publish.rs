@@ -125,9 +125,13 @@ impl Publisher {
         let late =
             || PublishError::Broker(format!("no confirm from the broker within {timeout:?}"));
         let mut results: Vec<Result<(), PublishError>> = vec![Ok(()); items.len()];
-        let mut pending: Vec<Option<lapin::PublisherConfirm>> = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            let publish = self.channel.basic_publish(
+        // All publishes in flight at once: each hands its frames to lapin's
+        // I/O thread and waits for them to be written; awaiting them one
+        // by one would cost a thread round trip per message. They are
+        // first polled in order, so they take delivery tags and go out in
+        // order.
+        let publishes = items.iter().enumerate().map(|(i, item)| {
+            self.channel.basic_publish(
                 "".into(),
                 item.queue.as_str().into(),
                 BasicPublishOptions {
@@ -136,17 +140,21 @@ impl Publisher {
                 },
                 &item.data,
                 properties(item, i),
-            );
-            match tokio::time::timeout_at(deadline, publish).await {
-                Ok(Ok(confirm)) => pending.push(Some(confirm)),
-                Ok(Err(e)) => {
+            )
+        });
+        let sent =
+            tokio::time::timeout_at(deadline, futures_util::future::join_all(publishes)).await;
+        let Ok(sent) = sent else {
+            // The socket is stalled.
+            return vec![Err(late()); items.len()];
+        };
+        let mut pending = Vec::with_capacity(items.len());
+        for (i, publish) in sent.into_iter().enumerate() {
+            match publish {
+                Ok(confirm) => pending.push(Some(confirm)),
+                Err(e) => {
                     results[i] = Err(PublishError::Broker(e.to_string()));
                     pending.push(None);
-                }
-                Err(_) => {
-                    // The socket is stalled: nothing more goes out.
-                    results[i..].iter_mut().for_each(|r| *r = Err(late()));
-                    break;
                 }
             }
         }

@@ -112,6 +112,8 @@ enum Command {
         publish: Vec<Outgoing>,
         reply: SettleReply,
     },
+    /// A settlement with nothing to publish first: no answer.
+    Ack { ticket: Ticket },
 }
 
 impl Command {
@@ -124,6 +126,8 @@ impl Command {
             Command::Settle { reply, .. } => {
                 let _ = reply.send(Err(SettleError::Released));
             }
+            // Its connection is gone: the broker hands it out again.
+            Command::Ack { .. } => {}
         }
     }
 }
@@ -183,11 +187,22 @@ impl Handle {
     }
 
     /// Publishes `publish` (confirmed), then acknowledges `ticket`.
+    ///
+    /// With nothing to publish (the message was delivered) it returns once
+    /// the acknowledgement is queued: the ack is all there is to make
+    /// durable, and if it is lost with the connection the broker hands the
+    /// message out again, as it would after any `Released`.
     pub async fn settle(&self, ticket: Ticket, publish: Vec<Outgoing>) -> Result<(), SettleError> {
         if ticket.generation != self.generation() {
             return Err(SettleError::Released);
         }
-        if !publish.is_empty() && !self.available() {
+        if publish.is_empty() {
+            return match self.tx.send_async(Command::Ack { ticket }).await {
+                Ok(()) => Ok(()),
+                Err(_) => Err(SettleError::Released),
+            };
+        }
+        if !self.available() {
             return Err(SettleError::Publish(unavailable()));
         }
         let (reply, rx) = flume::bounded(1);

@@ -18,7 +18,7 @@ use verdant_queue::Ticket;
 
 use super::{Command, Incoming, PublishReply, ServiceConfig, SettleError, SettleReply, Shared};
 use crate::Broker;
-use crate::ack::{Ack, AckTracker};
+use crate::ack::{Ack, AckTracker, coalesce};
 use crate::publish::{Outgoing, PublishError, Publisher, attempt_of};
 
 /// How long closing a connection may take before it is abandoned.
@@ -360,22 +360,20 @@ fn take(
             });
             items.extend(new);
         }
+        Command::Ack { ticket } => {
+            // Delivered: nothing to make durable first. A ticket of an
+            // earlier connection is ignored (the broker requeued it).
+            if let Some(link) = link(consumers, generation, ticket) {
+                link.settled(ticket.tag);
+            }
+        }
         Command::Settle {
             ticket,
             publish,
             reply,
         } => {
-            let Some(link) = consumers
-                .get(ticket.consumer as usize)
-                .filter(|_| ticket.generation == generation)
-            else {
+            if link(consumers, generation, ticket).is_none() {
                 let _ = reply.send(Err(SettleError::Released));
-                return;
-            };
-            if publish.is_empty() {
-                // Delivered: nothing to make durable first.
-                link.settled(ticket.tag);
-                let _ = reply.send(Ok(()));
                 return;
             }
             jobs.push(Job::Settle {
@@ -386,6 +384,13 @@ fn take(
             items.extend(publish);
         }
     }
+}
+
+/// The consumer a ticket of this session belongs to.
+fn link(consumers: &[ConsumerLink], generation: u64, ticket: Ticket) -> Option<&ConsumerLink> {
+    consumers
+        .get(ticket.consumer as usize)
+        .filter(|_| ticket.generation == generation)
 }
 
 /// Answers every job of a finished round with its part of the results; a
@@ -433,15 +438,21 @@ async fn send_acks(
     mut acks: mpsc::UnboundedReceiver<Ack>,
     lost: mpsc::UnboundedSender<String>,
 ) {
-    while let Some(ack) = acks.recv().await {
-        let opts = BasicAckOptions {
-            multiple: ack.multiple,
-        };
-        if let Err(e) = channel.basic_ack(ack.tag, opts).await {
-            // The broker requeues what was not acknowledged.
-            let _ = lost.send(format!("acknowledging failed: {e}"));
-            return;
+    let mut queued = Vec::new();
+    // Whatever piled up while the last acks were being written goes out as
+    // the fewest acks that cover it.
+    while acks.recv_many(&mut queued, 4096).await > 0 {
+        for ack in coalesce(&queued) {
+            let opts = BasicAckOptions {
+                multiple: ack.multiple,
+            };
+            if let Err(e) = channel.basic_ack(ack.tag, opts).await {
+                // The broker requeues what was not acknowledged.
+                let _ = lost.send(format!("acknowledging failed: {e}"));
+                return;
+            }
         }
+        queued.clear();
     }
 }
 
