@@ -66,6 +66,31 @@ fn receiver_to_broker_to_engine_to_sink() {
 }
 
 #[test]
+fn serve_with_the_broker_queue_receives_and_delivers_in_one_process() {
+    if skip("serve_with_the_broker_queue_receives_and_delivers_in_one_process") {
+        return;
+    }
+    let driver = Driver::Epoll;
+    let dir = tempfile::tempdir().unwrap();
+    let queues = Queues::new("serve", &[Duration::from_secs(1)]);
+    let sink = Sink::start(driver, &[]);
+    let server = common::broker::serve(driver, dir.path(), &queues, sink.addr);
+    assert!(server.log().contains("on the broker, delivering from it"));
+    send(&server, "serve", &["a@example.net"], 20);
+    let keep = sink.keep_dir();
+    assert!(
+        wait_until(Duration::from_secs(20), || arrived(&keep).len() == 20),
+        "{} of 20 arrived\n{}",
+        arrived(&keep).len(),
+        server.log()
+    );
+    assert!(arrived(&keep).values().all(|&n| n == 1));
+    // Nothing went to the spool: the broker is the queue.
+    assert!(!dir.path().join("spool").exists());
+    assert!(queues.drain(Duration::from_secs(5)));
+}
+
+#[test]
 fn temporary_failures_go_round_the_delay_queues_then_bounce() {
     if skip("temporary_failures_go_round_the_delay_queues_then_bounce") {
         return;

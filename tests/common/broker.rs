@@ -189,6 +189,30 @@ pub fn engine(
     )
 }
 
+/// A `verdant serve --queue amqp`: receiver and engine in one process,
+/// meeting in the broker, routing all mail to `to`.
+pub fn serve(driver: Driver, dir: &Path, queues: &Queues, to: SocketAddr) -> Server {
+    let addr = free_addr();
+    let conf = dir.join("serve.toml");
+    let config = format!(
+        "{}[delivery]\nlog = \"{}\"\n",
+        queues.config(""),
+        dir.join("serve.log").display()
+    );
+    std::fs::write(&conf, config).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--queue", "amqp", "--config"])
+        .arg(&conf)
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--route")
+        .arg(format!("*={to}"))
+        .arg("--spool")
+        .arg(dir.join("spool"))
+        .args(["--workers", "2"]);
+    Server::spawn_until(prepare(cmd, driver), addr, dir, driver, "accepting mail")
+}
+
 fn prepare(mut cmd: Command, driver: Driver) -> Command {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())

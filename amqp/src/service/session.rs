@@ -250,6 +250,19 @@ impl Session {
                     });
                     complete(done, results, &consumers);
                     match broken {
+                        // The broker stopped reading from the connection
+                        // (a memory or disk alarm) in the middle of the
+                        // round. A new connection would be blocked just the
+                        // same at its first publish: keep this one, give up
+                        // the channel (its confirms can no longer be told
+                        // apart), and open another once unblocked.
+                        Some(_) if shared.blocked.load(Ordering::Acquire) => {
+                            drop(p);
+                            // What gathered meanwhile would wait for the
+                            // alarm to end: refuse it now.
+                            items.clear();
+                            std::mem::take(&mut jobs).into_iter().for_each(fail);
+                        }
                         Some(e) => break End::Lost(format!("publishing failed: {e}")),
                         None => idle = Some(p),
                     }
@@ -261,6 +274,13 @@ impl Session {
                     }
                     Some(Event::ConnectionUnblocked) => {
                         eprintln!("verdant: the broker unblocked publishing");
+                        if idle.is_none() && round.is_none() {
+                            let fresh = tokio::time::timeout(cfg.confirm_timeout, Publisher::new(&publish_conn)).await;
+                            match fresh {
+                                Ok(Ok(p)) => idle = Some(p),
+                                _ => break End::Lost("cannot open a publishing channel".into()),
+                            }
+                        }
                         shared.blocked.store(false, Ordering::Release);
                     }
                     Some(Event::Error(e)) => break End::Lost(e.to_string()),
@@ -374,6 +394,11 @@ fn take(
         } => {
             if link(consumers, generation, ticket).is_none() {
                 let _ = reply.send(Err(SettleError::Released));
+                return;
+            }
+            if shared.blocked.load(Ordering::Acquire) {
+                // Tried again later by the engine, not held here.
+                let _ = reply.send(Err(SettleError::Publish(super::unavailable())));
                 return;
             }
             jobs.push(Job::Settle {
