@@ -199,6 +199,7 @@ pub fn run(mut settings: Settings, role: Role) -> anyhow::Result<()> {
         let incoming = incoming.next();
         let ready = ready_tx.clone();
         let exit = ExitNotice(exit_tx.clone(), worker);
+        let drained = exit_tx.clone();
         let stop = stop_rx.clone();
         let core = if settings.server.pin_workers && !cores.is_empty() {
             Some(cores[worker % cores.len()])
@@ -225,6 +226,7 @@ pub fn run(mut settings: Settings, role: Role) -> anyhow::Result<()> {
                     incoming,
                     control,
                     stop,
+                    drained,
                     ready,
                 })
             })
@@ -278,16 +280,20 @@ pub fn run(mut settings: Settings, role: Role) -> anyhow::Result<()> {
     // in the spool either way.
     let signal = match exit_rx.recv() {
         Ok(MainEvent::Signal(sig)) => sig,
+        Ok(MainEvent::Drained(worker)) => {
+            return Err(anyhow!("worker {worker} stopped delivering unasked"));
+        }
         Ok(MainEvent::WorkerExit(worker)) => {
             return Err(anyhow!("worker {worker} stopped unexpectedly"));
         }
         Err(_) => return Err(anyhow!("every worker stopped")),
     };
     // Graceful stop: close the listeners (new clients are refused), let the
-    // open sessions finish (each 250 still waits for its durable write) for
-    // up to SHUTDOWN_GRACE, then exit. A second signal exits at once.
-    // Deliveries in progress at the exit are retried after the restart
-    // (at least once, as after a crash).
+    // open sessions finish (each 250 still waits for its durable write) and
+    // the engines finish the attempts under way (no new one starts) for up
+    // to SHUTDOWN_GRACE, then send the broker the last acknowledgements and
+    // exit. A second signal exits at once. Attempts cut by the exit are
+    // made again after the restart (at least once, as after a crash).
     eprintln!(
         "verdant: stopping on signal {signal}: no new connections; {} session(s) open, waiting up to {}s",
         limiter.open(),
@@ -295,16 +301,26 @@ pub fn run(mut settings: Settings, role: Role) -> anyhow::Result<()> {
     );
     drop(stop_tx);
     let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
-    while limiter.open() > 0 && std::time::Instant::now() < deadline {
+    let mut drained = 0;
+    while (limiter.open() > 0 || drained < workers) && std::time::Instant::now() < deadline {
         match exit_rx.recv_timeout(std::time::Duration::from_millis(50)) {
             Ok(MainEvent::Signal(_)) => break,
             Ok(MainEvent::WorkerExit(worker)) => {
                 return Err(anyhow!("worker {worker} stopped while stopping"));
             }
+            Ok(MainEvent::Drained(_)) => drained += 1,
             Err(_) => {}
         }
     }
-    eprintln!("verdant: stopped ({} session(s) cut)", limiter.open());
+    if let Some(b) = &broker {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        b.handle.close(left.max(std::time::Duration::from_secs(1)));
+    }
+    eprintln!(
+        "verdant: stopped ({} session(s) cut, {} worker(s) with deliveries cut)",
+        limiter.open(),
+        workers - drained
+    );
     Ok(())
 }
 
@@ -317,6 +333,8 @@ enum MainEvent {
     WorkerExit(usize),
     /// SIGTERM or SIGINT.
     Signal(i32),
+    /// A worker's engine has no attempt under way any more (graceful stop).
+    Drained(usize),
 }
 
 /// Tells the main thread that a worker thread ended, on drop, so also when
@@ -343,6 +361,8 @@ struct Worker {
     incoming: Option<flume::Receiver<Incoming>>,
     control: flume::Receiver<control::Request>,
     stop: flume::Receiver<()>,
+    /// Told when the engine has drained, after the stop.
+    drained: mpsc::Sender<MainEvent>,
     ready: mpsc::Sender<anyhow::Result<String>>,
 }
 
@@ -358,6 +378,7 @@ fn worker_main(w: Worker) {
         incoming,
         control,
         stop,
+        drained,
         ready,
     } = w;
     let rt = verdant_net::runtime();
@@ -473,6 +494,7 @@ fn worker_main(w: Worker) {
         )));
         drop(ready);
         let config = Rc::new(session);
+        let stopped = stop.clone();
         match (spool, broker) {
             (Some(spool), _) => {
                 accept(listeners, receiver(&settings, config, spool, limiter), stop).await
@@ -488,8 +510,15 @@ fn worker_main(w: Worker) {
             }
             (None, None) => unreachable!("a worker has a spool or a broker"),
         }
-        // The listeners closed for a graceful stop: sessions and deliveries
-        // go on until the main thread ends the process.
+        // The listeners closed for a graceful stop: sessions go on, and the
+        // engine finishes what it has under way, until the main thread
+        // ends the process.
+        // (An engine-only worker has no listener to wait for.)
+        let _ = stopped.recv_async().await;
+        if let Some(engine) = &engine {
+            engine.drain().await;
+        }
+        let _ = drained.send(MainEvent::Drained(worker));
         std::future::pending::<()>().await;
     });
 }

@@ -181,6 +181,90 @@ fn temporary_failures_go_round_the_delay_queues_then_bounce() {
     assert!(queues.drain(Duration::from_secs(5)));
 }
 
+/// Queues `n` messages (Message-ID `<{tag}{t}.{i}@amqp.test>`) through
+/// `rx` from three client threads at once.
+fn fill(rx: &Server, tag: &'static str, n: usize) {
+    let senders: Vec<_> = (0..3)
+        .map(|t| {
+            let addr = rx.addr;
+            std::thread::spawn(move || {
+                let mut c = common::Client::connect(addr);
+                c.cmd("EHLO test.client");
+                for i in 0..n / 3 {
+                    let r = c.mail(
+                        "sender@example.com",
+                        &["r@example.net"],
+                        &format!("Message-ID: <{tag}{t}.{i}@amqp.test>\r\n\r\nbody\r\n"),
+                    );
+                    assert!(r.starts_with("250"), "{r}");
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+}
+
+#[test]
+fn a_stopped_engine_finishes_what_it_started_and_nothing_comes_twice() {
+    if skip("a_stopped_engine_finishes_what_it_started_and_nothing_comes_twice") {
+        return;
+    }
+    let driver = Driver::IoUring;
+    let dir = tempfile::tempdir().unwrap();
+    let queues = Queues::new("stop", &[Duration::from_secs(1)]);
+    let sink = Sink::start(driver, &[]);
+    let rx = receiver(driver, dir.path(), &queues, "");
+    const N: usize = 1500;
+    fill(&rx, "stop", N);
+    let mut a = engine(
+        driver,
+        dir.path(),
+        "a",
+        &queues,
+        sink.addr,
+        "",
+        "prefetch = 32",
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || !attempts(dir.path(), "a")
+            .is_empty()),
+        "engine a delivered nothing:\n{}",
+        a.log()
+    );
+    // A graceful stop in the middle of the run.
+    a.terminate();
+    let keep = sink.keep_dir();
+    assert!(
+        wait_until(Duration::from_secs(20), || matches!(
+            a.child.try_wait(),
+            Ok(Some(_))
+        )),
+        "engine a did not stop:\n{}",
+        a.log()
+    );
+    assert!(a.child.wait().unwrap().success(), "{}", a.log());
+    assert!(
+        a.log().contains("0 worker(s) with deliveries cut"),
+        "{}",
+        a.log()
+    );
+    let by_a = arrived(&keep).len();
+    assert!(by_a < N, "the run was over before the stop");
+    // Everything it did not finish went back to the queue, unattempted.
+    let b = engine(driver, dir.path(), "b", &queues, sink.addr, "", "");
+    assert!(
+        wait_until(Duration::from_secs(60), || arrived(&keep).len() == N),
+        "{} of {N} arrived\nb:\n{}",
+        arrived(&keep).len(),
+        b.log()
+    );
+    let twice: Vec<_> = arrived(&keep).into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    assert!(queues.drain(Duration::from_secs(5)));
+}
+
 #[test]
 fn a_killed_engine_leaves_its_messages_to_the_other() {
     if skip("a_killed_engine_leaves_its_messages_to_the_other") {
@@ -193,26 +277,7 @@ fn a_killed_engine_leaves_its_messages_to_the_other() {
     let rx = receiver(driver, dir.path(), &queues, "");
     // Fill the queue first, so that both engines start with work.
     const N: usize = 1500;
-    let senders: Vec<_> = (0..3)
-        .map(|t| {
-            let addr = rx.addr;
-            std::thread::spawn(move || {
-                let mut c = common::Client::connect(addr);
-                c.cmd("EHLO test.client");
-                for i in 0..N / 3 {
-                    let r = c.mail(
-                        "sender@example.com",
-                        &["r@example.net"],
-                        &format!("Message-ID: <kill{t}.{i}@amqp.test>\r\n\r\nbody\r\n"),
-                    );
-                    assert!(r.starts_with("250"), "{r}");
-                }
-            })
-        })
-        .collect();
-    for s in senders {
-        s.join().unwrap();
-    }
+    fill(&rx, "kill", N);
     let prefetch = 32;
     let amqp = format!("prefetch = {prefetch}");
     let mut a = engine(driver, dir.path(), "a", &queues, sink.addr, "", &amqp);

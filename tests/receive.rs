@@ -278,8 +278,7 @@ fn sigterm_stops_accepting_but_lets_an_open_transaction_finish() {
         assert!(c.cmd("MAIL FROM:<a@example.com>").starts_with("250"));
         assert!(c.cmd("RCPT TO:<b@example.net>").starts_with("250"));
         assert!(c.cmd("DATA").starts_with("354"));
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
+        server.terminate();
         assert!(
             common::wait_until(Duration::from_secs(5), || server
                 .log()

@@ -6,7 +6,7 @@
 //! Everything here lives on the worker's runtime: a message received on
 //! core k is delivered by core k, no state is shared between workers.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
@@ -114,6 +114,10 @@ pub struct Engine {
     /// for the earlier attempt to end, so attempts of one id never overlap.
     parked: RefCell<HashMap<QueueId, Vec<Delivery>>>,
     log: RefCell<DeliveryLog>,
+    /// Stopping: no new attempt starts (see [`Engine::drain`]).
+    draining: Cell<bool>,
+    /// Attempts over whose outcome is not yet recorded.
+    settling: Cell<usize>,
 }
 
 impl Engine {
@@ -136,6 +140,8 @@ impl Engine {
             backlog: RefCell::default(),
             parked: RefCell::default(),
             log: RefCell::new(log),
+            draining: Cell::new(false),
+            settling: Cell::new(0),
         })
     }
 
@@ -197,6 +203,12 @@ impl Engine {
     /// Starts an attempt: groups the pending recipients by domain and
     /// routes each group.
     fn start(self: &Rc<Self>, mut d: Delivery) {
+        if self.draining.get() {
+            // Left to the queue: the spool keeps it, the broker requeues it
+            // when the connection closes; either hands it out after the
+            // restart, never attempted twice.
+            return;
+        }
         if !self.source.is_live(&d) {
             // The broker took it back (its connection was lost) and hands
             // it out again; a copy handed out since may be waiting here.
@@ -521,6 +533,7 @@ impl Engine {
         // between hands the message out again after the restart: at least
         // once.
         let me = self.clone();
+        self.settling.set(self.settling.get() + 1);
         monoio::spawn(async move {
             let mut wait = SETTLE_RETRY_FIRST;
             loop {
@@ -550,9 +563,21 @@ impl Engine {
                     }
                 }
             }
+            me.settling.set(me.settling.get() - 1);
             // Only now may another copy of the message start.
             me.unpark(id);
         });
+    }
+
+    /// For a graceful stop: starts no new attempt from now on, and returns
+    /// once every attempt under way has ended and its outcome is recorded,
+    /// so that nothing delivered is delivered again after the restart. The
+    /// caller bounds how long it waits.
+    pub async fn drain(&self) {
+        self.draining.set(true);
+        while !self.inflight.borrow().is_empty() || self.settling.get() > 0 {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Starts the next copy of `id` handed out while one was in flight.

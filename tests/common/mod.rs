@@ -164,6 +164,12 @@ impl Server {
         Client::connect(self.addr)
     }
 
+    /// SIGTERM: a graceful stop.
+    pub fn terminate(&self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -189,6 +195,9 @@ impl Client {
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
+        // Content and the final dot go in two writes: without this, Nagle's
+        // algorithm holds the dot until the server's delayed ACK (40 ms).
+        stream.set_nodelay(true).unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
         let mut c = Client { reader, stream };
         let greeting = c.reply();

@@ -114,6 +114,8 @@ enum Command {
     },
     /// A settlement with nothing to publish first: no answer.
     Ack { ticket: Ticket },
+    /// Finish what was asked, send the acks, close the connections, answer.
+    Close { reply: flume::Sender<()> },
 }
 
 impl Command {
@@ -128,6 +130,9 @@ impl Command {
             }
             // Its connection is gone: the broker hands it out again.
             Command::Ack { .. } => {}
+            Command::Close { reply } => {
+                let _ = reply.send(());
+            }
         }
     }
 }
@@ -218,6 +223,23 @@ impl Handle {
     }
 }
 
+impl Handle {
+    /// Stops the service for a graceful exit: the publish round in flight
+    /// and what waits for it are finished, the acknowledgements computed
+    /// are sent, and the connections closed. Blocks the calling thread (not
+    /// a worker) for at most `limit`; the process may exit afterwards.
+    pub fn close(&self, limit: Duration) {
+        let (reply, rx) = flume::bounded(1);
+        if self
+            .tx
+            .send_timeout(Command::Close { reply }, limit)
+            .is_ok()
+        {
+            let _ = rx.recv_timeout(limit);
+        }
+    }
+}
+
 /// Starts the service thread. Returns the handle for the workers and one
 /// receiver of [`Incoming`] messages per consumer. The thread connects in
 /// the background (publishes fail until it has); it ends when every handle
@@ -269,7 +291,7 @@ async fn run(
                 let end = session.serve(&cfg, &rx, &shared).await;
                 shared.generation.store(0, Ordering::Release);
                 match end {
-                    End::Closed => return,
+                    End::Closed(_) => return,
                     End::Lost(e) => {
                         eprintln!("verdant: lost the broker connection ({e}); reconnecting");
                     }

@@ -26,8 +26,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a session ended.
 pub(super) enum End {
-    /// Every handle is gone: the process is stopping.
-    Closed,
+    /// The process is stopping: every handle is gone, or one asked to
+    /// close (and waits for the answer).
+    Closed(Option<flume::Sender<()>>),
     /// Something failed; the text says what.
     Lost(String),
 }
@@ -66,8 +67,10 @@ pub(super) struct Session {
     lost: mpsc::UnboundedReceiver<String>,
     /// Keeps `lost` open in a process without consumers.
     _lost_tx: mpsc::UnboundedSender<String>,
-    /// The consumers' forwarding and ack tasks, stopped with the session.
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The consumers' forwarding tasks, stopped with the session.
+    forwarders: Vec<tokio::task::JoinHandle<()>>,
+    /// The consumers' ack senders, which end once their queues are drained.
+    ackers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Who waits for which part of a publish round.
@@ -149,17 +152,17 @@ impl Session {
         shared.blocked.store(false, Ordering::Release);
         shared.generation.store(generation, Ordering::Release);
         let (lost_tx, lost) = mpsc::unbounded_channel();
-        let mut tasks = Vec::new();
+        let (mut forwarders, mut ackers) = (Vec::new(), Vec::new());
         let mut consumers = Vec::new();
         for (i, ((channel, stream), to)) in channels.into_iter().zip(incoming).enumerate() {
             let acks = Arc::new(Mutex::new(AckTracker::new(cfg.prefetch)));
             let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-            tasks.push(tokio::spawn(send_acks(
+            ackers.push(tokio::spawn(send_acks(
                 channel.clone(),
                 ack_rx,
                 lost_tx.clone(),
             )));
-            tasks.push(tokio::spawn(forward(
+            forwarders.push(tokio::spawn(forward(
                 stream,
                 acks.clone(),
                 to.clone(),
@@ -185,7 +188,8 @@ impl Session {
             consumers,
             lost,
             _lost_tx: lost_tx,
-            tasks,
+            forwarders,
+            ackers,
         })
     }
 
@@ -206,14 +210,19 @@ impl Session {
             consumers,
             mut lost,
             _lost_tx,
-            tasks,
+            forwarders,
+            ackers,
         } = self;
         let mut idle = Some(publisher);
         let mut round: Option<Round> = None;
         let mut items: Vec<Outgoing> = Vec::new();
         let mut jobs: Vec<Job> = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut closing = None;
         let end = loop {
+            if closing.is_some() && round.is_none() && jobs.is_empty() {
+                break End::Closed(closing.take());
+            }
             if !jobs.is_empty()
                 && let Some(p) = idle.take()
             {
@@ -239,8 +248,9 @@ impl Session {
             };
             tokio::select! {
                 cmd = rx.recv_async(), if items.len() < cfg.round_max => match cmd {
+                    Ok(Command::Close { reply }) => closing = Some(reply),
                     Ok(cmd) => take(cmd, generation, &consumers, shared, &mut items, &mut jobs),
-                    Err(_) => break End::Closed,
+                    Err(_) => break End::Closed(None),
                 },
                 (p, done, results) = in_flight => {
                     round = None;
@@ -314,12 +324,21 @@ impl Session {
             fail(job);
         }
         drop(round);
-        for task in tasks {
+        for task in forwarders {
             task.abort();
         }
+        // The acks already computed still go out (the outcomes they stand
+        // for are durable), unless the connection is gone: each sender ends
+        // once its queue is empty and its channel dropped.
+        drop(consumers);
+        let flushed = futures_util::future::join_all(ackers);
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, flushed).await;
         close(&publish_conn).await;
         if let Some((b, _)) = &consume_conn {
             close(b).await;
+        }
+        if let End::Closed(Some(reply)) = &end {
+            let _ = reply.send(());
         }
         end
     }
@@ -366,6 +385,7 @@ fn take(
     jobs: &mut Vec<Job>,
 ) {
     match cmd {
+        Command::Close { .. } => unreachable!("`serve` handles Close itself"),
         Command::Publish { items: new, reply } => {
             if shared.blocked.load(Ordering::Acquire) {
                 fail(Job::Publish {
