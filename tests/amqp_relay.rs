@@ -216,7 +216,7 @@ fn a_stopped_engine_finishes_what_it_started_and_nothing_comes_twice() {
     let queues = Queues::new("stop", &[Duration::from_secs(1)]);
     let sink = Sink::start(driver, &[]);
     let rx = receiver(driver, dir.path(), &queues, "");
-    const N: usize = 1500;
+    const N: usize = 3000;
     fill(&rx, "stop", N);
     let mut a = engine(
         driver,
@@ -276,7 +276,7 @@ fn a_killed_engine_leaves_its_messages_to_the_other() {
     let sink = Sink::start(driver, &[]);
     let rx = receiver(driver, dir.path(), &queues, "");
     // Fill the queue first, so that both engines start with work.
-    const N: usize = 1500;
+    const N: usize = 3000;
     fill(&rx, "kill", N);
     let prefetch = 32;
     let amqp = format!("prefetch = {prefetch}");

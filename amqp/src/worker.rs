@@ -8,8 +8,8 @@
 //! - [`BrokerSource`] is the engine's [`Source`]: it decodes what the
 //!   worker's consumer received and settles each attempt: delivered (ack);
 //!   deferred (republished to its delay tier with the recipients still
-//!   pending, confirmed, then ack); bounced (the DSN published, confirmed,
-//!   then ack).
+//!   pending, confirmed, then ack); bounced (the DSN published to the
+//!   delivery queue and confirmed first, by `queue_bounce`, then ack).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -24,6 +24,10 @@ use verdant_queue::{
 use crate::Topology;
 use crate::publish::PublishError;
 use crate::service::{Handle, Incoming, Outgoing, SettleError};
+
+/// How soon a failed dead-lettering is tried again, at first and at most.
+const DEAD_LETTER_RETRY_FIRST: Duration = Duration::from_secs(1);
+const DEAD_LETTER_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// How a worker batches its publishes.
 #[derive(Debug, Clone, Copy)]
@@ -253,9 +257,20 @@ impl BrokerSource {
             reason: Some(reason),
         };
         monoio::spawn(async move {
-            // On failure it stays unacknowledged and comes back later.
-            if let Err(e) = handle.settle(m.ticket, vec![item]).await {
-                eprintln!("verdant: cannot dead-letter a message: {e}");
+            // Until stored there, or taken back by the broker: left alone,
+            // it would hold a prefetch slot for the life of the connection.
+            let mut wait = DEAD_LETTER_RETRY_FIRST;
+            loop {
+                match handle.settle(m.ticket, vec![item.clone()]).await {
+                    Ok(()) | Err(SettleError::Released) => return,
+                    Err(e) => {
+                        eprintln!(
+                            "verdant: cannot dead-letter a message ({e}); trying again in {wait:?}"
+                        );
+                        monoio::time::sleep(wait).await;
+                        wait = (wait * 2).min(DEAD_LETTER_RETRY_MAX);
+                    }
+                }
             }
         });
     }
@@ -265,20 +280,8 @@ impl BrokerSource {
         &self,
         delivery: &Delivery,
         outcome: &Outcome,
-        bounce: Option<&(Envelope, Vec<u8>)>,
     ) -> Result<Vec<Outgoing>, QueueError> {
         let mut out = Vec::new();
-        if let Some((env, dsn)) = bounce {
-            let id = self.ids.borrow_mut().next_id();
-            let mut data = Vec::new();
-            codec::encode_message(&mut data, id, env, dsn);
-            out.push(Outgoing {
-                queue: self.topology.delivery_queue(),
-                data,
-                attempt: 0,
-                reason: None,
-            });
-        }
         if let Outcome::Deferred {
             attempt, pending, ..
         } = outcome
@@ -336,17 +339,34 @@ impl Source for BrokerSource {
         ))
     }
 
+    fn queue_bounce<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        dsn: &'a [u8],
+    ) -> LocalFuture<'a, Result<(), QueueError>> {
+        Box::pin(async move {
+            let id = self.ids.borrow_mut().next_id();
+            let mut data = Vec::new();
+            codec::encode_message(&mut data, id, envelope, dsn);
+            let item = Outgoing::new(self.topology.delivery_queue(), data);
+            match self.handle.publish(vec![item]).await.pop() {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) => Err(not_accepted(&e)),
+                None => Err(not_accepted(&PublishError::Broker("no result".into()))),
+            }
+        })
+    }
+
     fn settle<'a>(
         &'a self,
         delivery: &'a Delivery,
         outcome: &'a Outcome,
-        bounce: Option<&'a (Envelope, Vec<u8>)>,
     ) -> LocalFuture<'a, Result<(), QueueError>> {
         Box::pin(async move {
             let Origin::Broker(ticket) = delivery.origin else {
                 return Err(QueueError::Storage(std::io::ErrorKind::InvalidInput));
             };
-            let publish = self.replacements(delivery, outcome, bounce)?;
+            let publish = self.replacements(delivery, outcome)?;
             match self.handle.settle(ticket, publish).await {
                 Ok(()) => Ok(()),
                 Err(SettleError::Released) => Err(QueueError::Released),

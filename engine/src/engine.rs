@@ -8,12 +8,14 @@
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use verdant_queue::{Body, Delivery, Outcome, QueueError, QueueId, Source, now_micros};
+use verdant_queue::{
+    Body, Delivery, LocalFuture, Outcome, QueueError, QueueId, Source, now_micros,
+};
 
 use crate::conn::Timeouts;
 use crate::dest::{DestKey, Dests, Job};
@@ -116,8 +118,9 @@ pub struct Engine {
     log: RefCell<DeliveryLog>,
     /// Stopping: no new attempt starts (see [`Engine::drain`]).
     draining: Cell<bool>,
-    /// Attempts over whose outcome is not yet recorded.
-    settling: Cell<usize>,
+    /// Messages whose attempt is over and whose outcome (or bounce) is not
+    /// yet recorded.
+    settling: RefCell<HashSet<QueueId>>,
 }
 
 impl Engine {
@@ -141,7 +144,7 @@ impl Engine {
             parked: RefCell::default(),
             log: RefCell::new(log),
             draining: Cell::new(false),
-            settling: Cell::new(0),
+            settling: RefCell::default(),
         })
     }
 
@@ -214,12 +217,12 @@ impl Engine {
             // it out again; a copy handed out since may be waiting here.
             let id = d.id;
             drop(d);
-            if !self.inflight.borrow().contains_key(&id) {
+            if !self.busy(&id) {
                 self.unpark(id);
             }
             return;
         }
-        if self.inflight.borrow().contains_key(&d.id) {
+        if self.busy(&d.id) {
             self.parked.borrow_mut().entry(d.id).or_default().push(d);
             return;
         }
@@ -525,48 +528,77 @@ impl Engine {
         let bounce = (!bounced.is_empty() && !delivery.envelope.sender.is_empty()).then(|| {
             crate::bounce::build(&self.cfg.hostname, &delivery, &f.body, &bounced, expired)
         });
-        // The outcome (and any bounce) must be durable before the message
-        // is forgotten or retried. If it cannot be made durable yet (disk
-        // error, broker refusing), the same outcome is tried again, with
-        // backoff, until it is (or the broker takes the message back): the
-        // recipients done in this attempt are not sent it again. A crash in
-        // between hands the message out again after the restart: at least
-        // once.
+        // The bounce, then the outcome, must be durable before the message
+        // is forgotten or retried. What cannot be made durable yet (disk
+        // error, broker refusing) is tried again, with backoff, until it is
+        // (or the broker takes the message back): the attempt is not made
+        // again, and a bounce queued is not queued twice. A crash in between
+        // hands the message out again after the restart: at least once.
+        delivery.release_body();
+        self.settling.borrow_mut().insert(id);
         let me = self.clone();
-        self.settling.set(self.settling.get() + 1);
         monoio::spawn(async move {
-            let mut wait = SETTLE_RETRY_FIRST;
-            loop {
-                match me.source.settle(&delivery, &outcome, bounce.as_ref()).await {
-                    Ok(()) => {
-                        if let Outcome::Deferred { until, .. } = outcome
-                            && !me.source.keeps_deferred()
-                        {
-                            delivery.outcome = Some(outcome);
-                            delivery.release_body();
-                            me.defer_until(delivery, until);
-                        }
-                        break;
-                    }
-                    // The broker hands it out again (maybe to another engine).
-                    Err(QueueError::Released) => break,
-                    Err(e) => {
-                        eprintln!(
-                            "verdant: {id}: cannot record the outcome ({e}); trying again in {wait:?}"
-                        );
-                        delivery.release_body();
-                        monoio::time::sleep(wait).await;
-                        wait = (wait * 2).min(STORAGE_RETRY);
-                        if !me.source.is_live(&delivery) {
-                            break;
-                        }
-                    }
+            let live = match &bounce {
+                Some((env, dsn)) => {
+                    me.persist(&delivery, "queue the bounce", || {
+                        me.source.queue_bounce(env, dsn)
+                    })
+                    .await
                 }
+                None => true,
+            };
+            let settled = live
+                && me
+                    .persist(&delivery, "record the outcome", || {
+                        me.source.settle(&delivery, &outcome)
+                    })
+                    .await;
+            if settled
+                && let Outcome::Deferred { until, .. } = outcome
+                && !me.source.keeps_deferred()
+            {
+                delivery.outcome = Some(outcome);
+                me.defer_until(delivery, until);
             }
-            me.settling.set(me.settling.get() - 1);
+            me.settling.borrow_mut().remove(&id);
             // Only now may another copy of the message start.
             me.unpark(id);
         });
+    }
+
+    /// Runs `op` until it succeeds (true) or the backend has taken
+    /// `delivery` back (false), waiting longer after each failure.
+    async fn persist<'a>(
+        &self,
+        delivery: &Delivery,
+        what: &str,
+        mut op: impl FnMut() -> LocalFuture<'a, Result<(), QueueError>>,
+    ) -> bool {
+        let mut wait = SETTLE_RETRY_FIRST;
+        loop {
+            match op().await {
+                Ok(()) => return true,
+                // The broker hands it out again (maybe to another engine).
+                Err(QueueError::Released) => return false,
+                Err(e) => {
+                    eprintln!(
+                        "verdant: {}: cannot {what} ({e}); trying again in {wait:?}",
+                        delivery.id
+                    );
+                    monoio::time::sleep(wait).await;
+                    wait = (wait * 2).min(STORAGE_RETRY);
+                    if !self.source.is_live(delivery) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether an attempt of `id` is under way or its outcome not yet
+    /// recorded: another copy must wait (attempts of one id never overlap).
+    fn busy(&self, id: &QueueId) -> bool {
+        self.inflight.borrow().contains_key(id) || self.settling.borrow().contains(id)
     }
 
     /// For a graceful stop: starts no new attempt from now on, and returns
@@ -575,7 +607,7 @@ impl Engine {
     /// caller bounds how long it waits.
     pub async fn drain(&self) {
         self.draining.set(true);
-        while !self.inflight.borrow().is_empty() || self.settling.get() > 0 {
+        while !self.inflight.borrow().is_empty() || !self.settling.borrow().is_empty() {
             monoio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -658,7 +690,7 @@ impl Engine {
                 let Ok(id) = id.parse::<QueueId>() else {
                     return result;
                 };
-                if self.inflight.borrow().contains_key(&id) {
+                if self.busy(&id) {
                     result.busy = 1;
                     return result;
                 }
@@ -681,11 +713,15 @@ impl Engine {
                     };
                     crate::bounce::build(&self.cfg.hostname, &d, &body, &failed, false)
                 });
-                match self
-                    .source
-                    .settle(&d, &Outcome::Removed, bounce.as_ref())
-                    .await
-                {
+                let bounced = match &bounce {
+                    Some((env, dsn)) => self.source.queue_bounce(env, dsn).await,
+                    None => Ok(()),
+                };
+                let settled = match bounced {
+                    Ok(()) => self.source.settle(&d, &Outcome::Removed).await,
+                    Err(e) => Err(e),
+                };
+                match settled {
                     Ok(()) => result.affected = 1,
                     Err(QueueError::Released) => {}
                     Err(e) => {

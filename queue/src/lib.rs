@@ -88,10 +88,18 @@ pub trait Source {
     /// [`Body::Spool`]. Blocking, but normally served from the page cache.
     fn read_body(&self, loc: &Location) -> std::io::Result<Vec<u8>>;
 
-    /// Makes the outcome of an attempt durable, with the bounce to send
-    /// (a DSN, its envelope addressed to the sender) when there is one: the
-    /// bounce is queued first, then the outcome. On `Err` nothing may be
-    /// assumed: the engine keeps the message and tries again later.
+    /// Queues a bounce (a DSN, its envelope addressed to the sender of a
+    /// failed message) durably, as new mail to deliver. The engine calls it
+    /// before settling the failed message, and again only if it failed, so
+    /// that a failure later in the settling cannot send the bounce twice.
+    fn queue_bounce<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        dsn: &'a [u8],
+    ) -> LocalFuture<'a, Result<(), QueueError>>;
+
+    /// Makes the outcome of an attempt durable. On `Err` nothing may be
+    /// assumed: the engine keeps the message and settles it again later.
     ///
     /// A [`Outcome::Deferred`] outcome is either recorded (the engine keeps
     /// the message and retries it when due, [`Source::keeps_deferred`] =
@@ -102,7 +110,6 @@ pub trait Source {
         &'a self,
         delivery: &'a Delivery,
         outcome: &'a Outcome,
-        bounce: Option<&'a (Envelope, Vec<u8>)>,
     ) -> LocalFuture<'a, Result<(), QueueError>>;
 
     /// Whether the backend holds deferred messages itself until they are

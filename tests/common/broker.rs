@@ -233,7 +233,8 @@ pub fn attempts(dir: &Path, name: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// How many copies of each Message-ID the sink kept in `keep`.
+/// How many copies of each Message-ID the sink kept in `keep` (complete
+/// ones only).
 pub fn arrived(keep: &Path) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
     let Ok(entries) = std::fs::read_dir(keep) else {
@@ -241,7 +242,9 @@ pub fn arrived(keep: &Path) -> BTreeMap<String, usize> {
     };
     for e in entries.flatten() {
         let path = e.path();
-        if path.extension().is_none_or(|x| x != "eml") {
+        // The sink writes the `.json` after the `.eml`: only then is the
+        // message complete.
+        if path.extension().is_none_or(|x| x != "eml") || !path.with_extension("json").exists() {
             continue;
         }
         let Ok(text) = std::fs::read_to_string(&path) else {

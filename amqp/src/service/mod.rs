@@ -229,13 +229,14 @@ impl Handle {
     /// are sent, and the connections closed. Blocks the calling thread (not
     /// a worker) for at most `limit`; the process may exit afterwards.
     pub fn close(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
         let (reply, rx) = flume::bounded(1);
         if self
             .tx
-            .send_timeout(Command::Close { reply }, limit)
+            .send_deadline(Command::Close { reply }, deadline)
             .is_ok()
         {
-            let _ = rx.recv_timeout(limit);
+            let _ = rx.recv_deadline(deadline);
         }
     }
 }

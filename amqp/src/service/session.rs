@@ -254,27 +254,37 @@ impl Session {
                 },
                 (p, done, results) = in_flight => {
                     round = None;
+                    // A failed channel cannot be trusted; a returned
+                    // message means a queue of the topology is gone, and
+                    // reconnecting declares it again.
                     let broken = results.iter().find_map(|r| match r {
-                        Err(e) if e.is_channel_failure() => Some(e.to_string()),
+                        Err(e) if e.is_channel_failure() || matches!(e, PublishError::Returned { .. }) => {
+                            Some(e.clone())
+                        }
                         _ => None,
                     });
-                    complete(done, results, &consumers);
+                    // The broker stopped reading from the connection (a
+                    // memory or disk alarm) in the middle of the round. A
+                    // new connection would be blocked just the same at its
+                    // first publish: keep this one, give up the channel
+                    // (its confirms can no longer be told apart), and open
+                    // another once unblocked.
+                    let blocked = shared.blocked.load(Ordering::Acquire)
+                        && broken.as_ref().is_some_and(PublishError::is_channel_failure);
+                    let continues = broken.is_none() || blocked;
+                    complete(done, results, &consumers, continues);
                     match broken {
-                        // The broker stopped reading from the connection
-                        // (a memory or disk alarm) in the middle of the
-                        // round. A new connection would be blocked just the
-                        // same at its first publish: keep this one, give up
-                        // the channel (its confirms can no longer be told
-                        // apart), and open another once unblocked.
-                        Some(_) if shared.blocked.load(Ordering::Acquire) => {
+                        None => idle = Some(p),
+                        Some(_) if blocked => {
                             drop(p);
                             // What gathered meanwhile would wait for the
                             // alarm to end: refuse it now.
                             items.clear();
-                            std::mem::take(&mut jobs).into_iter().for_each(fail);
+                            for job in std::mem::take(&mut jobs) {
+                                fail(job, true);
+                            }
                         }
                         Some(e) => break End::Lost(format!("publishing failed: {e}")),
-                        None => idle = Some(p),
                     }
                 }
                 event = publish_events.next() => match event {
@@ -321,7 +331,7 @@ impl Session {
         // Whatever was waiting for this session is answered: not published.
         shared.generation.store(0, Ordering::Release);
         for job in jobs {
-            fail(job);
+            fail(job, false);
         }
         drop(round);
         for task in forwarders {
@@ -388,10 +398,13 @@ fn take(
         Command::Close { .. } => unreachable!("`serve` handles Close itself"),
         Command::Publish { items: new, reply } => {
             if shared.blocked.load(Ordering::Acquire) {
-                fail(Job::Publish {
-                    n: new.len(),
-                    reply,
-                });
+                fail(
+                    Job::Publish {
+                        n: new.len(),
+                        reply,
+                    },
+                    true,
+                );
                 return;
             }
             jobs.push(Job::Publish {
@@ -440,7 +453,14 @@ fn link(consumers: &[ConsumerLink], generation: u64, ticket: Ticket) -> Option<&
 
 /// Answers every job of a finished round with its part of the results; a
 /// settlement whose replacements are all stored is acknowledged.
-fn complete(jobs: Vec<Job>, results: Vec<Result<(), PublishError>>, consumers: &[ConsumerLink]) {
+/// `continues`: whether the session goes on after this round (if not, the
+/// broker takes back every delivery not acknowledged).
+fn complete(
+    jobs: Vec<Job>,
+    results: Vec<Result<(), PublishError>>,
+    consumers: &[ConsumerLink],
+    continues: bool,
+) {
     let mut results = results.into_iter();
     for job in jobs {
         match job {
@@ -454,10 +474,11 @@ fn complete(jobs: Vec<Job>, results: Vec<Result<(), PublishError>>, consumers: &
                         consumers[ticket.consumer as usize].settled(ticket.tag);
                         Ok(())
                     }
-                    // The connection goes down with this error: the
-                    // broker takes the delivery back.
-                    Some(e) if e.is_channel_failure() => Err(SettleError::Released),
-                    Some(e) => Err(SettleError::Publish(e)),
+                    // Unacknowledged on a live connection: settle it again.
+                    Some(e) if continues => Err(SettleError::Publish(e)),
+                    // The connection goes down with this round: the broker
+                    // takes the delivery back.
+                    Some(_) => Err(SettleError::Released),
                 };
                 let _ = reply.send(answer);
             }
@@ -465,11 +486,15 @@ fn complete(jobs: Vec<Job>, results: Vec<Result<(), PublishError>>, consumers: &
     }
 }
 
-/// Answers a job that was never published.
-fn fail(job: Job) {
+/// Answers a job that was never published; `continues` as for
+/// [`complete`].
+fn fail(job: Job, continues: bool) {
     match job {
         Job::Publish { n, reply } => {
             let _ = reply.send(vec![Err(super::unavailable()); n]);
+        }
+        Job::Settle { reply, .. } if continues => {
+            let _ = reply.send(Err(SettleError::Publish(super::unavailable())));
         }
         Job::Settle { reply, .. } => {
             let _ = reply.send(Err(SettleError::Released));

@@ -338,21 +338,20 @@ impl Source for Spool {
         Spool::read_body(self, loc)
     }
 
+    fn queue_bounce<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        dsn: &'a [u8],
+    ) -> LocalFuture<'a, Result<(), QueueError>> {
+        Box::pin(async move { self.enqueue(self.next_id(), envelope, dsn).await })
+    }
+
     fn settle<'a>(
         &'a self,
         delivery: &'a Delivery,
         outcome: &'a Outcome,
-        bounce: Option<&'a (Envelope, Vec<u8>)>,
     ) -> LocalFuture<'a, Result<(), QueueError>> {
-        Box::pin(async move {
-            // The bounce first: once the outcome is recorded the message
-            // is gone, and so would be the reason to send the bounce.
-            if let Some((env, dsn)) = bounce {
-                let id = self.next_id();
-                self.enqueue(id, env, dsn).await?;
-            }
-            self.record_outcome(delivery.id, outcome).await
-        })
+        Box::pin(self.record_outcome(delivery.id, outcome))
     }
 
     fn keeps_deferred(&self) -> bool {
