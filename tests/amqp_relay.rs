@@ -266,6 +266,63 @@ fn a_stopped_engine_finishes_what_it_started_and_nothing_comes_twice() {
 }
 
 #[test]
+fn a_killed_receiver_loses_nothing_it_accepted() {
+    if skip("a_killed_receiver_loses_nothing_it_accepted") {
+        return;
+    }
+    let driver = Driver::Epoll;
+    let dir = tempfile::tempdir().unwrap();
+    let queues = Queues::new("rxkill", &[Duration::from_secs(1)]);
+    let sink = Sink::start(driver, &[]);
+    let mut rx = receiver(driver, dir.path(), &queues, "");
+    let _eng = engine(driver, dir.path(), "engine", &queues, sink.addr, "", "");
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    // Clients sending without pause until the receiver dies under them.
+    let senders: Vec<_> = (0..3)
+        .map(|t| {
+            let (addr, accepted) = (rx.addr, accepted.clone());
+            std::thread::spawn(move || {
+                let mut c = common::Client::connect(addr);
+                c.cmd("EHLO test.client");
+                for i in 0.. {
+                    let id = format!("<rxkill{t}.{i}@amqp.test>");
+                    let content = format!("Message-ID: {id}\r\n\r\nbody\r\n");
+                    match c.try_mail("sender@example.com", &["r@example.net"], &content) {
+                        Ok(r) if r.starts_with("250") => accepted.lock().unwrap().push(id),
+                        Ok(r) => panic!("{id}: {r}"),
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(20), || accepted.lock().unwrap().len()
+            >= 300),
+        "too few accepted:\n{}",
+        rx.log()
+    );
+    rx.kill();
+    for s in senders {
+        s.join().unwrap();
+    }
+    // Every 250 was a confirmed, persistent message on the broker.
+    let accepted = accepted.lock().unwrap().clone();
+    let keep = sink.keep_dir();
+    let missing = || {
+        let got = arrived(&keep);
+        accepted.iter().filter(|id| !got.contains_key(*id)).count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || missing() == 0),
+        "{} of {} accepted messages lost",
+        missing(),
+        accepted.len()
+    );
+    assert!(queues.drain(Duration::from_secs(10)));
+}
+
+#[test]
 fn a_killed_engine_leaves_its_messages_to_the_other() {
     if skip("a_killed_engine_leaves_its_messages_to_the_other") {
         return;

@@ -207,14 +207,25 @@ impl Client {
 
     /// Reads one (possibly multi-line) reply; returns all its lines.
     pub fn reply(&mut self) -> String {
+        self.try_reply()
+            .unwrap_or_else(|e| panic!("reading a reply: {e}"))
+    }
+
+    /// [`Client::reply`], with an error instead of a panic when the
+    /// connection is gone.
+    pub fn try_reply(&mut self) -> std::io::Result<String> {
         let mut all = String::new();
         loop {
             let mut line = String::new();
-            let n = self.reader.read_line(&mut line).expect("read reply");
-            assert!(n > 0, "connection closed; got so far: {all:?}");
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("connection closed; got so far: {all:?}"),
+                ));
+            }
             all.push_str(&line);
             if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return all;
+                return Ok(all);
             }
         }
     }
@@ -240,17 +251,27 @@ impl Client {
 
     /// A whole transaction; returns the final reply (250 … queued as ID, or an error).
     pub fn mail(&mut self, from: &str, to: &[&str], content: &str) -> String {
-        let r = self.cmd(&format!("MAIL FROM:<{from}>"));
-        assert!(r.starts_with("250"), "MAIL: {r}");
+        self.try_mail(from, to, content)
+            .unwrap_or_else(|e| panic!("transaction: {e}"))
+    }
+
+    /// [`Client::mail`], with an error instead of a panic when the
+    /// connection is gone (a server killed under load).
+    pub fn try_mail(&mut self, from: &str, to: &[&str], content: &str) -> std::io::Result<String> {
+        let step = |c: &mut Client, line: String, want: &str| -> std::io::Result<()> {
+            c.stream.write_all(line.as_bytes())?;
+            let r = c.try_reply()?;
+            assert!(r.starts_with(want), "{}: {r}", line.trim_end());
+            Ok(())
+        };
+        step(self, format!("MAIL FROM:<{from}>\r\n"), "250")?;
         for t in to {
-            let r = self.cmd(&format!("RCPT TO:<{t}>"));
-            assert!(r.starts_with("250"), "RCPT: {r}");
+            step(self, format!("RCPT TO:<{t}>\r\n"), "250")?;
         }
-        let r = self.cmd("DATA");
-        assert!(r.starts_with("354"), "DATA: {r}");
-        self.send(content.as_bytes());
-        self.send(b".\r\n");
-        self.reply()
+        step(self, "DATA\r\n".into(), "354")?;
+        self.stream.write_all(content.as_bytes())?;
+        self.stream.write_all(b".\r\n")?;
+        self.try_reply()
     }
 }
 
