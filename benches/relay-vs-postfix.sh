@@ -100,7 +100,7 @@ chmod 755 "$work"          # Postfix's daemons run as the postfix user
 pfconf=$work/postfix-conf
 pfqueue=$work/postfix-queue
 pfdata=$work/postfix-data
-prefix="verdant-bench.$$"  # the amqp variants' queues: $prefix.$i.v1.*
+prefix="verdant-bench.$$"  # the amqp variants' queues: $prefix.$i.v2.*
 declare -A pids=()         # variant index → its Verdant processes
 declare -A sinks=()        # variant index → its sink's pid
 

@@ -117,7 +117,7 @@ async fn topology_declares_twice_idempotently() {
         .await;
     assert_eq!(r, vec![Ok(())]);
     topo.declare(&broker).await.unwrap();
-    assert!(topo.delivery_queue().contains(".v1."));
+    assert!(topo.delivery_queue().contains(".v2."));
     assert_eq!(topo.queue_names().len(), 4);
     let mut consumer = Consumer::new(&broker, &topo, &topo.delivery_queue(), 8)
         .await
