@@ -8,7 +8,10 @@
 #     benches/relay-vs-postfix.sh [ROUNDS] [MESSAGES] [POSTFIX_MESSAGES]
 #
 # VARIANTS (default "embedded postfix"), each run in every round:
-#   embedded        `verdant serve` on its embedded spool;
+#   embedded        `verdant serve` on its embedded spool, metrics on (its
+#                   /metrics served, CPU accounting running);
+#   embedded-nometrics  the same with `metrics.enabled = false`: what
+#                   measuring costs;
 #   amqp[:B[:W]]    `verdant receiver` and `verdant engine`, two processes
 #                   meeting in the RabbitMQ broker of this machine
 #                   (amqp://guest:guest@127.0.0.1:5672, queues of their own,
@@ -67,11 +70,11 @@ read -r -a variants <<< "$VARIANTS"
 postfix_wanted=0 amqp_wanted=0
 for v in "${variants[@]}"; do
   case $v in
-    embedded) ;;
+    embedded|embedded-nometrics) ;;
     postfix) postfix_wanted=1 ;;
     amqp|amqp:[1-9]*) amqp_wanted=1
       [[ $v =~ ^amqp(:[1-9][0-9]*(:[0-9]+(us|ms|s))?)?$ ]] || die "bad variant $v (amqp:BATCH[:WINDOW], e.g. amqp:64:2ms)" ;;
-    *) die "unknown variant $v (embedded, amqp[:BATCH[:WINDOW]], postfix)" ;;
+    *) die "unknown variant $v (embedded, embedded-nometrics, amqp[:BATCH[:WINDOW]], postfix)" ;;
   esac
 done
 command -v smtp-source >/dev/null || die "smtp-source not found: apt-get install postfix"
@@ -85,7 +88,7 @@ if [ $amqp_wanted = 1 ]; then
   broker_pid=$(pgrep -x beam.smp | head -n 1) || die "RabbitMQ is not running (rabbitmq-server -detached)"
 fi
 for i in "${!variants[@]}"; do
-  for port in $((BASE_PORT + 2 * i)) $((BASE_PORT + 2 * i + 1)); do
+  for port in $((BASE_PORT + 2 * i)) $((BASE_PORT + 2 * i + 1)) $((BASE_PORT + 100 + 2 * i)) $((BASE_PORT + 100 + 2 * i + 1)); do
     if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then die "port $port is in use (set BASE_PORT)"; fi
   done
 done
@@ -151,6 +154,7 @@ wait_for() {
 }
 
 port_of() { echo $((BASE_PORT + 2 * $1)); }
+metrics_port_of() { echo $((BASE_PORT + 100 + 2 * $1 + ${2:-0})); }  # INDEX [0|1]
 sink_port_of() { echo $((BASE_PORT + 2 * $1 + 1)); }
 
 # --- sinks: one per variant, so each counts only its own MTA's deliveries.
@@ -162,10 +166,14 @@ done
 
 if [ "$DELIVERY_LOG" = 1 ]; then log_of() { echo "$work/delivery$1.log"; }; else log_of() { echo ""; }; fi
 
-start_embedded() { # INDEX
+start_embedded() { # INDEX VARIANT
   local i=$1
-  printf '[delivery]\nlog = "%s"\n' "$(log_of "$i")" > "$work/verdant$i.toml"
+  {
+    printf '[delivery]\nlog = "%s"\n' "$(log_of "$i")"
+    if [ "$2" = embedded-nometrics ]; then printf '[metrics]\nenabled = false\n'; fi
+  } > "$work/verdant$i.toml"
   "$verdant" serve --config "$work/verdant$i.toml" --workers "$WORKERS" --listen 127.0.0.1:"$(port_of "$i")" \
+    --metrics-listen 127.0.0.1:"$(metrics_port_of "$i")" \
     --spool "$work/spool$i" --route "*=127.0.0.1:$(sink_port_of "$i")" 2>"$work/verdant$i.log" &
   pids[$i]=$!
   wait_for "$work/verdant$i.log" "accepting mail"
@@ -179,10 +187,10 @@ start_amqp() { # INDEX VARIANT
     printf '[delivery]\nlog = "%s"\n' "$(log_of "$i")"
   } > "$work/amqp$i.toml"
   "$verdant" receiver --config "$work/amqp$i.toml" --workers "$WORKERS" --listen 127.0.0.1:"$(port_of "$i")" \
-    2>"$work/receiver$i.log" &
+    --metrics-listen 127.0.0.1:"$(metrics_port_of "$i")" 2>"$work/receiver$i.log" &
   pids[$i]=$!
   "$verdant" engine --config "$work/amqp$i.toml" --workers "$WORKERS" --route "*=127.0.0.1:$(sink_port_of "$i")" \
-    2>"$work/engine$i.log" &
+    --metrics-listen 127.0.0.1:"$(metrics_port_of "$i" 1)" 2>"$work/engine$i.log" &
   pids[$i]="${pids[$i]} $!"
   wait_for "$work/receiver$i.log" "connected to the broker"
   wait_for "$work/engine$i.log" "connected to the broker"
@@ -221,7 +229,7 @@ start_postfix() { # INDEX
 
 for i in "${!variants[@]}"; do
   case ${variants[$i]} in
-    embedded) start_embedded "$i" ;;
+    embedded*) start_embedded "$i" "${variants[$i]}" ;;
     amqp*) start_amqp "$i" "${variants[$i]}" ;;
     postfix) start_postfix "$i" ;;
   esac
@@ -307,7 +315,8 @@ for i in "${!variants[@]}"; do run "$i" $WARMUP -d >/dev/null; done
 describe() { # VARIANT: how it was run, for the report
   local batch window
   case $1 in
-    embedded) echo "\`verdant serve --workers $WORKERS --route '*=127.0.0.1:SINK'\`, fresh spool" ;;
+    embedded) echo "\`verdant serve --workers $WORKERS --route '*=127.0.0.1:SINK'\`, fresh spool, metrics on" ;;
+    embedded-nometrics) echo "as embedded, with metrics.enabled = false" ;;
     amqp*) IFS=: read -r _ batch window <<< "$1"
       echo "\`verdant receiver\` + \`verdant engine --route '*=127.0.0.1:SINK'\` (--workers $WORKERS each) through RabbitMQ $(rabbitmqctl version 2>/dev/null), classic queues, amqp.batch_max = ${batch:-64}, amqp.batch_window = ${window:-2ms}; CPU includes the broker" ;;
     postfix) echo "private instance (own config, queue and data directories), Postfix defaults" \

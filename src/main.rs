@@ -41,6 +41,15 @@ enum Command {
     Queue(QueueCommand),
     /// An SMTP server that accepts and discards mail, for tests and benchmarks.
     Sink(sink_cmd::SinkArgs),
+    /// About the metrics Verdant exports.
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
+}
+
+#[derive(Subcommand)]
+enum MetricsCommand {
+    /// Print every metric: name, kind, unit, labels and meaning.
+    List,
 }
 
 /// Where the configuration comes from, and the common overrides.
@@ -71,6 +80,8 @@ struct ServeArgs {
     queue: Option<config::QueueBackend>,
     #[command(flatten)]
     amqp: AmqpArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -85,6 +96,8 @@ struct ReceiverArgs {
     workers: Option<usize>,
     #[command(flatten)]
     amqp: AmqpArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 #[derive(Args)]
@@ -98,6 +111,8 @@ struct EngineArgs {
     delivery: DeliveryArgs,
     #[command(flatten)]
     amqp: AmqpArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
 }
 
 /// Where mail goes.
@@ -121,6 +136,28 @@ struct AmqpArgs {
     /// First part of the broker's queue names (overrides amqp.prefix).
     #[arg(long, value_name = "PREFIX", value_parser = config::parse_amqp_prefix)]
     amqp_prefix: Option<String>,
+}
+
+/// The metrics endpoint.
+#[derive(Args)]
+struct MetricsArgs {
+    /// Serve /metrics on ADDR ("" for none; overrides metrics.listen).
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_listen)]
+    metrics_listen: Option<MetricsListen>,
+}
+
+/// `--metrics-listen`: an address, or none.
+#[derive(Clone)]
+struct MetricsListen(Option<SocketAddr>);
+
+fn parse_metrics_listen(s: &str) -> Result<MetricsListen, String> {
+    match s.trim() {
+        "" => Ok(MetricsListen(None)),
+        a => a
+            .parse()
+            .map(|a| MetricsListen(Some(a)))
+            .map_err(|e| format!("{a:?}: {e}")),
+    }
 }
 
 fn parse_route(s: &str) -> Result<(String, SocketAddr), String> {
@@ -210,6 +247,7 @@ fn main() {
                 queue: args.queue,
                 amqp_url: args.amqp.amqp_url,
                 amqp_prefix: args.amqp.amqp_prefix,
+                metrics_listen: args.metrics.metrics_listen.map(|m| m.0),
                 ..Default::default()
             })
             .and_then(|s| serve::run(s, serve::Role::Both)),
@@ -221,6 +259,7 @@ fn main() {
                 queue: Some(config::QueueBackend::Amqp),
                 amqp_url: args.amqp.amqp_url,
                 amqp_prefix: args.amqp.amqp_prefix,
+                metrics_listen: args.metrics.metrics_listen.map(|m| m.0),
                 ..Default::default()
             })
             .and_then(|s| serve::run(s, serve::Role::Receiver)),
@@ -233,6 +272,7 @@ fn main() {
                 queue: Some(config::QueueBackend::Amqp),
                 amqp_url: args.amqp.amqp_url,
                 amqp_prefix: args.amqp.amqp_prefix,
+                metrics_listen: args.metrics.metrics_listen.map(|m| m.0),
                 ..Default::default()
             })
             .and_then(|s| serve::run(s, serve::Role::Engine)),
@@ -252,6 +292,10 @@ fn main() {
             .settings(config::Overrides::default())
             .and_then(|s| queue_cmd::control(&s.spool.dir, Control::Remove { id, bounce })),
         Command::Sink(args) => sink_cmd::run(args),
+        Command::Metrics(MetricsCommand::List) => {
+            print!("{}", verdant_metrics::catalog::list());
+            Ok(())
+        }
     };
     if let Err(e) = result {
         eprintln!("verdant: {e:#}");

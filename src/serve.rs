@@ -122,6 +122,7 @@ pub fn run(mut settings: Settings, role: Role) -> anyhow::Result<()> {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let workers = settings.server.workers;
+    start_metrics(&settings)?;
     let broker_mode = role != Role::Both || settings.queue.backend == QueueBackend::Amqp;
     if role == Role::Engine {
         settings.server.listen.clear();
@@ -210,6 +211,7 @@ pub fn run(mut settings: Settings, role: Role) -> anyhow::Result<()> {
             .name(format!("verdant-w{worker}"))
             .spawn(move || {
                 let _exit = exit;
+                verdant_metrics::account::register_worker();
                 if let Some(core) = core
                     && let Err(e) = monoio::utils::bind_to_cpu_set([core])
                 {
@@ -321,6 +323,24 @@ pub fn run(mut settings: Settings, role: Role) -> anyhow::Result<()> {
         limiter.open(),
         workers - drained
     );
+    Ok(())
+}
+
+/// Starts the CPU accountant and, if configured, the Prometheus endpoint.
+/// A busy metrics port is reported, not fatal: mail matters more.
+fn start_metrics(settings: &Settings) -> anyhow::Result<()> {
+    if !settings.metrics.enabled {
+        return Ok(());
+    }
+    let accountant = verdant_metrics::account::start(Default::default())
+        .context("starting the CPU accountant")?;
+    if let Some(addr) = settings.metrics.listen {
+        match verdant_metrics::export::install(addr) {
+            Ok(()) => eprintln!("verdant: metrics on http://{addr}/metrics"),
+            Err(e) => eprintln!("verdant: no metrics endpoint: {e}"),
+        }
+    }
+    accountant.add_reporter(verdant_metrics::export::cpu_reporter());
     Ok(())
 }
 
@@ -472,7 +492,10 @@ fn worker_main(w: Worker) {
         };
         if let Some(engine) = &engine {
             let recovered = recovered.into_iter().map(Delivery::recovered).collect();
-            monoio::spawn(engine.clone().run(recovered));
+            monoio::spawn(verdant_metrics::staged(
+                verdant_metrics::Stage::Deliver,
+                engine.clone().run(recovered),
+            ));
             let engine = engine.clone();
             monoio::spawn(async move {
                 while let Ok(req) = control.recv_async().await {

@@ -103,3 +103,17 @@ fn serve_refuses_a_spool_it_cannot_create() {
     assert!(!ok);
     assert!(err.contains("spool"), "{err}");
 }
+
+#[test]
+fn metrics_list_describes_every_metric() {
+    let (ok, out, err) = verdant(&["metrics", "list"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("verdant_message_cpu_seconds (histogram, s) {stage}"),
+        "{out}"
+    );
+    // Every metric has a description under its name.
+    let names = out.lines().filter(|l| l.starts_with("verdant_")).count();
+    let helps = out.lines().filter(|l| l.starts_with("    ")).count();
+    assert!(names >= 2 && names == helps, "{out}");
+}

@@ -19,7 +19,11 @@ fn a_failed_spool_write_is_answered_451_and_the_server_recovers() {
         let addr = common::free_addr();
         // Receive only: delivery would look the recipient's domain up.
         let conf = dir.path().join("verdant.toml");
-        std::fs::write(&conf, "[delivery]\nenabled = false\n").unwrap();
+        std::fs::write(
+            &conf,
+            "[delivery]\nenabled = false\n[metrics]\nlisten = \"\"\n",
+        )
+        .unwrap();
         let mut cmd = Command::new(common::BIN);
         cmd.args([
             "serve",

@@ -21,9 +21,16 @@ use verdant_queue::{
     QueueError, QueueId, Source,
 };
 
+use verdant_metrics::Stage;
+
 use crate::Topology;
 use crate::publish::PublishError;
 use crate::service::{Handle, Incoming, Outgoing, SettleError};
+
+/// Spawns queue work on the worker's runtime (its CPU counts as queue).
+fn spawn(task: impl std::future::Future<Output = ()> + 'static) {
+    monoio::spawn(verdant_metrics::staged(Stage::Queue, task));
+}
 
 /// How soon a failed dead-lettering is tried again, at first and at most.
 const DEAD_LETTER_RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -109,7 +116,7 @@ impl Batcher {
             return;
         }
         let handle = self.handle.clone();
-        monoio::spawn(async move {
+        spawn(async move {
             let (items, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             let results = handle.publish(items).await;
             for (waiter, result) in waiters.into_iter().zip(results) {
@@ -159,7 +166,7 @@ impl Queue for AmqpQueue {
             let me = b.clone();
             let no = b.batch_no.get();
             let window = b.batching.window;
-            monoio::spawn(async move {
+            spawn(async move {
                 monoio::time::sleep(window).await;
                 if me.batch_no.get() == no {
                     me.flush();
@@ -256,7 +263,7 @@ impl BrokerSource {
             attempt: m.attempt,
             reason: Some(reason),
         };
-        monoio::spawn(async move {
+        spawn(async move {
             // Until stored there, or taken back by the broker: left alone,
             // it would hold a prefetch slot for the life of the connection.
             let mut wait = DEAD_LETTER_RETRY_FIRST;

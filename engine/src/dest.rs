@@ -113,7 +113,10 @@ impl Dests {
         if spawn {
             let task = self.next_task.get();
             self.next_task.set(task + 1);
-            monoio::spawn(connection(engine.clone(), key, task));
+            monoio::spawn(verdant_metrics::staged(
+                verdant_metrics::Stage::Deliver,
+                connection(engine.clone(), key, task),
+            ));
         }
     }
 
@@ -200,7 +203,10 @@ impl Dests {
         if respawn {
             let task = self.next_task.get();
             self.next_task.set(task + 1);
-            monoio::spawn(connection(engine.clone(), key.clone(), task));
+            monoio::spawn(verdant_metrics::staged(
+                verdant_metrics::Stage::Deliver,
+                connection(engine.clone(), key.clone(), task),
+            ));
         }
     }
 }

@@ -262,6 +262,8 @@ impl DnsService {
         let thread = std::thread::Builder::new()
             .name("verdant-services".into())
             .spawn(move || {
+                // DNS lookups are delivery work.
+                verdant_metrics::account::register_thread(verdant_metrics::Stage::Deliver);
                 let local = tokio::task::LocalSet::new();
                 let services = Rc::new(Services {
                     resolver,

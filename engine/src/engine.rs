@@ -17,6 +17,8 @@ use verdant_queue::{
     Body, Delivery, LocalFuture, Outcome, QueueError, QueueId, Source, now_micros,
 };
 
+use verdant_metrics::Stage;
+
 use crate::conn::Timeouts;
 use crate::dest::{DestKey, Dests, Job};
 use crate::dns::{DnsError, DnsHandle};
@@ -158,7 +160,10 @@ impl Engine {
                 _ => self.start(d),
             }
         }
-        monoio::spawn(self.clone().retry_loop());
+        monoio::spawn(verdant_metrics::staged(
+            Stage::Deliver,
+            self.clone().retry_loop(),
+        ));
         loop {
             for d in self.source.next_ready().await {
                 self.start(d);
@@ -362,7 +367,10 @@ impl Engine {
                     );
                 }
                 Group::Mx(domain) => {
-                    monoio::spawn(self.clone().resolve_then_queue(id, domain, rcpts));
+                    monoio::spawn(verdant_metrics::staged(
+                        Stage::Deliver,
+                        self.clone().resolve_then_queue(id, domain, rcpts),
+                    ));
                 }
             }
         }
@@ -536,8 +544,9 @@ impl Engine {
         // hands the message out again after the restart: at least once.
         delivery.release_body();
         self.settling.borrow_mut().insert(id);
+        verdant_metrics::count(Stage::Deliver, 1);
         let me = self.clone();
-        monoio::spawn(async move {
+        monoio::spawn(verdant_metrics::staged(Stage::Deliver, async move {
             let live = match &bounce {
                 Some((env, dsn)) => {
                     me.persist(&delivery, "queue the bounce", || {
@@ -553,6 +562,10 @@ impl Engine {
                         me.source.settle(&delivery, &outcome)
                     })
                     .await;
+            if settled {
+                // The outcome recorded: a queue operation of the message.
+                verdant_metrics::count(Stage::Queue, 1);
+            }
             if settled
                 && let Outcome::Deferred { until, .. } = outcome
                 && !me.source.keeps_deferred()
@@ -563,7 +576,7 @@ impl Engine {
             me.settling.borrow_mut().remove(&id);
             // Only now may another copy of the message start.
             me.unpark(id);
-        });
+        }));
     }
 
     /// Runs `op` until it succeeds (true) or the backend has taken

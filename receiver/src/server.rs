@@ -37,6 +37,7 @@ pub struct Receiver<Q> {
     pub limiter: Arc<ConnLimiter>,
 }
 
+use verdant_metrics::Stage;
 pub use verdant_net::bind;
 
 /// Accepts connections, one task per connection, until `stop` completes;
@@ -55,7 +56,10 @@ pub async fn serve<Q: Queue + 'static>(
         };
         match accepted {
             Ok((stream, peer)) => {
-                monoio::spawn(serve_connection(stream, peer, rx.clone(), None));
+                monoio::spawn(verdant_metrics::staged(
+                    Stage::Receive,
+                    serve_connection(stream, peer, rx.clone(), None),
+                ));
             }
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning.
@@ -129,6 +133,11 @@ pub async fn serve_connection<Q: Queue>(
                     let id = rx.queue.next_id();
                     let (envelope, message) = session.message(id);
                     let result = rx.queue.enqueue(id, envelope, message).await;
+                    if result.is_ok() {
+                        // Received, and made durable: one of each.
+                        verdant_metrics::count(Stage::Receive, 1);
+                        verdant_metrics::count(Stage::Queue, 1);
+                    }
                     session.queued(id, result);
                 }
             }

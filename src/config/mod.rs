@@ -23,12 +23,14 @@
 
 mod amqp;
 mod delivery;
+mod metrics;
 
 pub use amqp::{
     AmqpQueueType, AmqpSettings, QueueBackend, QueueSettings, RawAmqp, RawQueue, parse_amqp_prefix,
     parse_amqp_url,
 };
 pub use delivery::{DeliverySettings, RawDelivery};
+pub use metrics::{MetricsSettings, RawMetrics};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -221,6 +223,9 @@ pub struct RawConfig {
     /// `[amqp]`
     #[serde(default)]
     pub amqp: RawAmqp,
+    /// `[metrics]`
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
 
 /// `[server]` as written.
@@ -369,6 +374,8 @@ pub struct Settings {
     pub queue: QueueSettings,
     /// `[amqp]`
     pub amqp: AmqpSettings,
+    /// `[metrics]`
+    pub metrics: MetricsSettings,
 }
 
 /// `[server]`: sockets and threads.
@@ -435,6 +442,8 @@ pub struct Overrides {
     pub amqp_url: Option<String>,
     /// Replaces `amqp.prefix`; check it with [`parse_amqp_prefix`] first.
     pub amqp_prefix: Option<String>,
+    /// Replaces `metrics.listen` (`Some(None)`: no endpoint).
+    pub metrics_listen: Option<Option<SocketAddr>>,
 }
 
 /// Reads and validates the configuration. `None` means defaults only (no file
@@ -651,10 +660,12 @@ impl Settings {
             delivery,
             queue,
             amqp,
+            metrics,
         } = raw;
         let delivery = cx.delivery(delivery)?;
         let queue = cx.queue(queue);
         let amqp = cx.amqp(amqp, &delivery)?;
+        let metrics = cx.metrics(metrics)?;
 
         // [server]
         let (listen, listen_span) = cx.list(
@@ -835,6 +846,7 @@ impl Settings {
             delivery,
             queue,
             amqp,
+            metrics,
         })
     }
 
@@ -872,6 +884,9 @@ impl Settings {
         }
         if let Some(prefix) = &o.amqp_prefix {
             self.amqp.prefix = prefix.clone();
+        }
+        if let Some(listen) = o.metrics_listen {
+            self.metrics.listen = listen;
         }
     }
 
@@ -919,6 +934,7 @@ impl Settings {
             delivery: self.delivery.to_raw(),
             queue: self.queue.to_raw(),
             amqp: self.amqp.to_raw(),
+            metrics: self.metrics.to_raw(),
         };
         toml::to_string(&raw).expect("plain strings, integers and booleans always serialize")
     }

@@ -117,8 +117,47 @@ max_errors = 3
         delivery: parse("").unwrap().delivery,
         queue: parse("").unwrap().queue,
         amqp: parse("").unwrap().amqp,
+        metrics: parse("").unwrap().metrics,
     };
     assert_eq!(s, expected);
+}
+
+#[test]
+fn metrics_section() {
+    let m = parse("").unwrap().metrics;
+    assert!(m.enabled);
+    assert_eq!(m.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert!(
+        !parse("[metrics]\nenabled = false\n")
+            .unwrap()
+            .metrics
+            .enabled
+    );
+    assert_eq!(
+        parse("[metrics]\nlisten = \"\"\n").unwrap().metrics.listen,
+        None
+    );
+    assert_eq!(
+        parse("[metrics]\nlisten = \"[::1]:9100\"\n")
+            .unwrap()
+            .metrics
+            .listen,
+        Some("[::1]:9100".parse().unwrap())
+    );
+    let err = parse("[metrics]\nlisten = \"localhost\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("metrics.listen") && err.contains(":2:"),
+        "{err}"
+    );
+    assert!(
+        parse("[metrics]\nport = 1\n").is_err(),
+        "unknown keys are errors"
+    );
+    // `config check` prints it and its output parses back.
+    let none = parse("[metrics]\nlisten = \"\"\n").unwrap();
+    assert_eq!(parse(&none.to_toml()).unwrap().metrics, none.metrics);
 }
 
 #[test]

@@ -61,6 +61,9 @@ pub struct Opts<'a> {
     pub deliver: bool,
     /// Extra command-line arguments (e.g. `--dns`).
     pub args: Vec<String>,
+    /// Serve `/metrics` here; none by default, so that servers of tests
+    /// running side by side never compete for a port.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl<'a> Opts<'a> {
@@ -73,6 +76,7 @@ impl<'a> Opts<'a> {
             addr: None,
             deliver: false,
             args: Vec::new(),
+            metrics: None,
         }
     }
 }
@@ -86,6 +90,10 @@ impl Server {
         if !o.deliver {
             text.push_str("\n[delivery]\nenabled = false\n");
         }
+        text.push_str(&format!(
+            "\n[metrics]\nlisten = \"{}\"\n",
+            o.metrics.map(|a| a.to_string()).unwrap_or_default()
+        ));
         std::fs::write(&conf, text).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")

@@ -264,6 +264,8 @@ pub fn start(cfg: ServiceConfig) -> std::io::Result<(Handle, Vec<flume::Receiver
     std::thread::Builder::new()
         .name("verdant-broker".into())
         .spawn(move || {
+            // Everything this thread does is queue work.
+            verdant_metrics::account::register_thread(verdant_metrics::Stage::Queue);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -1,0 +1,46 @@
+//! The Prometheus exporter: the recorder every `metrics` macro of the
+//! process records into, and its HTTP listener (`GET /metrics`, on its own
+//! small thread with a tokio current-thread runtime).
+
+use std::net::SocketAddr;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+use crate::account::{Report, Reporter};
+use crate::catalog::{self, CPU_CARRIED, MESSAGE_CPU};
+use crate::stage::Stage;
+
+/// Buckets of the per-message CPU histogram, in seconds: 5 µs to 100 ms.
+const CPU_BUCKETS: &[f64] = &[
+    5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 1e-1,
+];
+
+/// Installs the process-wide recorder with an HTTP listener on `listen`
+/// and describes every metric of the catalog. Once per process.
+pub fn install(listen: SocketAddr) -> Result<(), String> {
+    PrometheusBuilder::new()
+        .with_http_listener(listen)
+        .set_buckets_for_metric(Matcher::Full(MESSAGE_CPU.name.into()), CPU_BUCKETS)
+        .map_err(|e| e.to_string())?
+        .install()
+        .map_err(|e| format!("metrics on {listen}: {e}"))?;
+    catalog::describe_all();
+    Ok(())
+}
+
+/// A reporter that records each charged interval: one observation of its
+/// per-message CPU per message and stage.
+pub fn cpu_reporter() -> Reporter {
+    let stages =
+        Stage::MESSAGE.map(|s| metrics::histogram!(MESSAGE_CPU.name, "stage" => s.label()));
+    let carried = metrics::gauge!(CPU_CARRIED.name);
+    Box::new(move |r: &Report| {
+        for (i, h) in stages.iter().enumerate() {
+            let n = r.charged.messages[i];
+            if n > 0 {
+                h.record_many(r.charged.per_message(i).as_secs_f64(), n as usize);
+            }
+        }
+        carried.set(r.carried.as_secs_f64());
+    })
+}
