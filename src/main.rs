@@ -3,6 +3,7 @@
 
 mod config;
 mod control;
+mod footprint_cmd;
 mod queue_cmd;
 mod serve;
 mod sink_cmd;
@@ -44,6 +45,30 @@ enum Command {
     /// About the metrics Verdant exports.
     #[command(subcommand)]
     Metrics(MetricsCommand),
+    /// A period's footprint from the ledger (messages, CPU, energy,
+    /// carbon, per message), for CSR reports.
+    Footprint(FootprintArgs),
+}
+
+#[derive(Args)]
+struct FootprintArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The ledger to read (default: footprint.ledger of the configuration).
+    #[arg(long, value_name = "FILE")]
+    ledger: Option<std::path::PathBuf>,
+    /// Start of the period (inclusive), UTC: 2026-12-01 or 2026-12-01T13:00:00Z.
+    #[arg(long, value_name = "DATE")]
+    from: String,
+    /// End of the period (exclusive), UTC.
+    #[arg(long, value_name = "DATE")]
+    to: String,
+    /// One row per sender domain.
+    #[arg(long, value_name = "WHAT", value_parser = ["domain"])]
+    by: Option<String>,
+    /// How to print it.
+    #[arg(long, value_enum, default_value = "table")]
+    format: footprint_cmd::Format,
 }
 
 #[derive(Subcommand)]
@@ -292,6 +317,19 @@ fn main() {
             .settings(config::Overrides::default())
             .and_then(|s| queue_cmd::control(&s.spool.dir, Control::Remove { id, bounce })),
         Command::Sink(args) => sink_cmd::run(args),
+        Command::Footprint(args) => {
+            args.config
+                .settings(config::Overrides::default())
+                .and_then(|s| {
+                    let path = match (args.ledger, s.footprint.ledger) {
+                        (Some(p), _) | (None, Some(p)) => p,
+                        (None, None) => anyhow::bail!(
+                            "no ledger: footprint.ledger is \"\" and no --ledger was given"
+                        ),
+                    };
+                    footprint_cmd::run(&path, &args.from, &args.to, args.by.is_some(), args.format)
+                })
+        }
         Command::Metrics(MetricsCommand::List) => {
             print!("{}", verdant_metrics::catalog::list());
             Ok(())

@@ -318,6 +318,10 @@ pub fn run(mut settings: Settings, role: Role) -> anyhow::Result<()> {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         b.handle.close(left.max(std::time::Duration::from_secs(1)));
     }
+    if let Some(accountant) = verdant_metrics::account::global() {
+        // The last figures, into the footprint ledger.
+        accountant.finish();
+    }
     eprintln!(
         "verdant: stopped ({} session(s) cut, {} worker(s) with deliveries cut)",
         limiter.open(),
@@ -341,7 +345,31 @@ fn start_metrics(settings: &Settings) -> anyhow::Result<()> {
         }
     }
     accountant.add_reporter(verdant_metrics::export::cpu_reporter());
+    let vcpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let model = settings.footprint.model(vcpus);
+    let ledger = settings.footprint.ledger.as_deref().and_then(|path| {
+        match verdant_metrics::ledger::Ledger::open(path) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("verdant: no footprint ledger ({}): {e}", path.display());
+                None
+            }
+        }
+    });
+    eprintln!(
+        "verdant: footprint by {}",
+        model.note(default_method(&model))
+    );
+    accountant.add_reporter(verdant_metrics::footprint::reporter(model, ledger));
     Ok(())
+}
+
+/// The method the footprint will use: RAPL where readable, else CCF.
+fn default_method(model: &verdant_metrics::energy::Model) -> verdant_metrics::energy::Method {
+    match verdant_metrics::energy::Rapl::open() {
+        Some(_) => verdant_metrics::energy::Method::Rapl,
+        None => verdant_metrics::energy::Method::Ccf(model.cpu),
+    }
 }
 
 /// How long a graceful stop waits for open sessions.
@@ -490,6 +518,15 @@ fn worker_main(w: Worker) {
             }
             _ => None,
         };
+        if settings.metrics.enabled {
+            // Counts by sender domain go to the footprint ledger once a second.
+            monoio::spawn(async {
+                loop {
+                    monoio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    verdant_metrics::domains::flush();
+                }
+            });
+        }
         if let Some(engine) = &engine {
             let recovered = recovered.into_iter().map(Delivery::recovered).collect();
             monoio::spawn(verdant_metrics::staged(
@@ -541,6 +578,8 @@ fn worker_main(w: Worker) {
         if let Some(engine) = &engine {
             engine.drain().await;
         }
+        // The last counts by sender domain, before the final report.
+        verdant_metrics::domains::flush();
         let _ = drained.send(MainEvent::Drained(worker));
         std::future::pending::<()>().await;
     });

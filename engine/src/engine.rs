@@ -545,6 +545,7 @@ impl Engine {
         delivery.release_body();
         self.settling.borrow_mut().insert(id);
         verdant_metrics::count(Stage::Deliver, 1);
+        verdant_metrics::domains::delivered(&delivery.envelope.sender, f.body.len() as u64);
         let me = self.clone();
         monoio::spawn(verdant_metrics::staged(Stage::Deliver, async move {
             let live = match &bounce {

@@ -88,6 +88,8 @@ pub struct Report {
     pub charged: Charged,
     /// Measured but not yet charged, after this interval.
     pub carried: Duration,
+    /// The process is stopping: this is the last report.
+    pub last: bool,
 }
 
 /// Totals since start: what the validation compares with the OS.
@@ -125,6 +127,30 @@ struct Shared {
     counts: Vec<&'static Counts>,
     reporters: Vec<Reporter>,
     totals: Totals,
+    state: State,
+}
+
+/// What one report carries to the next.
+struct State {
+    carry: Carry,
+    last_counts: HashMap<usize, [u64; 3]>,
+    others: HashMap<i32, Duration>,
+    last_process: Duration,
+    last_report: Instant,
+    first_scan: bool,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            carry: Carry::default(),
+            last_counts: HashMap::new(),
+            others: HashMap::new(),
+            last_process: cpu::process_now(),
+            last_report: Instant::now(),
+            first_scan: true,
+        }
+    }
 }
 
 /// The process's accountant. Cheap to clone.
@@ -231,6 +257,12 @@ impl Accountant {
             .push(reporter);
     }
 
+    /// Reports what happened since the last report, as the last one (the
+    /// reporters then save what they keep): call it when the process stops.
+    pub fn finish(&self) {
+        report(&mut self.shared.lock().expect("accountant"), true);
+    }
+
     /// The totals so far.
     pub fn totals(&self) -> Totals {
         self.shared.lock().expect("accountant").totals
@@ -248,78 +280,80 @@ fn stage_of_unregistered(name: &str) -> Stage {
 }
 
 fn run(shared: &Mutex<Shared>, config: AccountConfig) {
-    let mut carry = Carry::default();
-    let mut last_counts: HashMap<usize, [u64; 3]> = HashMap::new();
-    let mut others: HashMap<i32, Duration> = HashMap::new();
-    let mut last_process = cpu::process_now();
-    let mut last_report = Instant::now();
-    let mut first_scan = true;
     loop {
         std::thread::sleep(config.report_every);
-        let mut s = shared.lock().expect("accountant");
-        let wall = last_report.elapsed();
-        last_report = Instant::now();
-        // Where the time went, by stage (indexed by `Stage as usize`).
-        let mut weight = [Duration::ZERO; 4];
-        for t in &mut s.threads {
-            let Some(now) = t.clock.now() else { continue };
-            let used = now.saturating_sub(t.last);
-            t.last = now;
-            match t.cell {
-                None => weight[t.fixed as usize] += used,
-                Some(cell) => {
-                    let sampled = cell.sampled();
-                    let mut covered = Duration::ZERO;
-                    for (i, w) in weight.iter_mut().enumerate() {
-                        let d = sampled[i].saturating_sub(t.last_sampled[i]);
-                        *w += d;
-                        covered += d;
-                    }
-                    t.last_sampled = sampled;
-                    // Since its last sample: the stage it is in.
-                    weight[cell.get() as usize] += used.saturating_sub(covered);
+        report(&mut shared.lock().expect("accountant"), false);
+    }
+}
+
+/// Measures and charges the time since the last report, and hands the
+/// result to every reporter.
+fn report(s: &mut Shared, last: bool) {
+    let st = &mut s.state;
+    let wall = st.last_report.elapsed();
+    st.last_report = Instant::now();
+    // Where the time went, by stage (indexed by `Stage as usize`).
+    let mut weight = [Duration::ZERO; 4];
+    for t in &mut s.threads {
+        let Some(now) = t.clock.now() else { continue };
+        let used = now.saturating_sub(t.last);
+        t.last = now;
+        match t.cell {
+            None => weight[t.fixed as usize] += used,
+            Some(cell) => {
+                let sampled = cell.sampled();
+                let mut covered = Duration::ZERO;
+                for (i, w) in weight.iter_mut().enumerate() {
+                    let d = sampled[i].saturating_sub(t.last_sampled[i]);
+                    *w += d;
+                    covered += d;
                 }
+                t.last_sampled = sampled;
+                // Since its last sample: the stage it is in.
+                weight[cell.get() as usize] += used.saturating_sub(covered);
             }
         }
-        // Threads no one registered, from /proc (10 ms granularity).
-        let registered: Vec<i32> = s.threads.iter().map(|t| t.tid).collect();
-        for (tid, name, cpu) in cpu::tasks_with_ids() {
-            if registered.contains(&tid) {
-                continue;
-            }
-            let base = if first_scan { cpu } else { Duration::ZERO };
-            let before = others.insert(tid, cpu).unwrap_or(base);
-            weight[stage_of_unregistered(&name) as usize] += cpu.saturating_sub(before);
+    }
+    // Threads no one registered, from /proc (10 ms granularity).
+    let registered: Vec<i32> = s.threads.iter().map(|t| t.tid).collect();
+    for (tid, name, cpu) in cpu::tasks_with_ids() {
+        if registered.contains(&tid) {
+            continue;
         }
-        first_scan = false;
-        let process = cpu::process_now();
-        let process_cpu = process.saturating_sub(last_process);
-        last_process = process;
-        let measured = split(process_cpu, weight);
-        let mut messages = [0u64; 3];
-        for (k, counts) in s.counts.iter().enumerate() {
-            let now = counts.read();
-            let before = last_counts.insert(k, now).unwrap_or([0; 3]);
-            for (i, m) in messages.iter_mut().enumerate() {
-                *m += now[i] - before[i];
-            }
+        let base = if st.first_scan { cpu } else { Duration::ZERO };
+        let before = st.others.insert(tid, cpu).unwrap_or(base);
+        weight[stage_of_unregistered(&name) as usize] += cpu.saturating_sub(before);
+    }
+    st.first_scan = false;
+    let process = cpu::process_now();
+    let process_cpu = process.saturating_sub(st.last_process);
+    st.last_process = process;
+    let measured = split(process_cpu, weight);
+    let mut messages = [0u64; 3];
+    for (k, counts) in s.counts.iter().enumerate() {
+        let now = counts.read();
+        let before = st.last_counts.insert(k, now).unwrap_or([0; 3]);
+        for (i, m) in messages.iter_mut().enumerate() {
+            *m += now[i] - before[i];
         }
-        let charged = carry.charge(measured, messages);
-        s.totals.process_cpu += process_cpu;
-        for (i, n) in messages.iter().enumerate() {
-            s.totals.charged[i] += charged.total[i];
-            s.totals.messages[i] += n;
-        }
-        s.totals.carried = carry.sum();
-        let report = Report {
-            wall,
-            process_cpu,
-            charged,
-            carried: carry.sum(),
-        };
-        for r in &mut s.reporters {
-            r(&report);
-        }
+    }
+    let charged = st.carry.charge(measured, messages);
+    let carried = st.carry.sum();
+    s.totals.process_cpu += process_cpu;
+    for (i, n) in messages.iter().enumerate() {
+        s.totals.charged[i] += charged.total[i];
+        s.totals.messages[i] += n;
+    }
+    s.totals.carried = carried;
+    let report = Report {
+        wall,
+        process_cpu,
+        charged,
+        carried,
+        last,
+    };
+    for r in &mut s.reporters {
+        r(&report);
     }
 }
 

@@ -10,7 +10,49 @@
 //! histograms of per-message values: their `_sum` is the total and their
 //! `_count` the number of messages.
 
-use metrics::Unit;
+/// The base unit of a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Seconds (time).
+    Seconds,
+    /// Bytes.
+    Bytes,
+    /// Joules (energy).
+    Joules,
+    /// Grams (mass, here of CO2 equivalent).
+    Grams,
+    /// Watts (power).
+    Watts,
+    /// A plain count.
+    Count,
+    /// An info metric: always 1, its labels are the information.
+    Info,
+}
+
+impl Unit {
+    /// The unit's name in `verdant metrics list`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Seconds => "seconds",
+            Unit::Bytes => "bytes",
+            Unit::Joules => "joules",
+            Unit::Grams => "grams",
+            Unit::Watts => "watts",
+            Unit::Count => "count",
+            Unit::Info => "info",
+        }
+    }
+
+    /// The `metrics` crate's unit, where it has one.
+    fn recorder_unit(self) -> Option<metrics::Unit> {
+        match self {
+            Unit::Seconds => Some(metrics::Unit::Seconds),
+            Unit::Bytes => Some(metrics::Unit::Bytes),
+            Unit::Count => Some(metrics::Unit::Count),
+            _ => None,
+        }
+    }
+}
 
 /// The kind of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,16 +113,91 @@ pub const CPU_CARRIED: Metric = Metric {
            handled none); it goes to the next messages.",
 };
 
+/// Energy charged per message.
+pub const MESSAGE_ENERGY: Metric = Metric {
+    name: "verdant_message_energy_joules",
+    kind: Kind::Histogram,
+    unit: Unit::Joules,
+    labels: &["method"],
+    help: "Energy charged to each message (before PUE): the process's share of the \
+           host's energy in each interval (RAPL where readable, otherwise the Cloud \
+           Carbon Footprint linear model), plus its memory's, over the messages of the \
+           interval. The method label says which; verdant_footprint_info gives the \
+           coefficients.",
+};
+
+/// Carbon charged per message.
+pub const MESSAGE_CARBON: Metric = Metric {
+    name: "verdant_message_carbon_grams",
+    kind: Kind::Histogram,
+    unit: Unit::Grams,
+    labels: &["method"],
+    help: "Grams CO2e charged to each message: its energy × PUE × grid intensity, plus \
+           embodied emissions where configured. Its mean (sum / count) is the SCI per \
+           message.",
+};
+
+/// The process's estimated power.
+pub const POWER: Metric = Metric {
+    name: "verdant_power_watts",
+    kind: Kind::Gauge,
+    unit: Unit::Watts,
+    labels: &["method"],
+    help: "The process's estimated power over the last interval (its share of the \
+           host's, plus its memory's), before PUE.",
+};
+
+/// SCI over the last interval.
+pub const SCI: Metric = Metric {
+    name: "verdant_sci_grams",
+    kind: Kind::Gauge,
+    unit: Unit::Grams,
+    labels: &["method"],
+    help: "Software Carbon Intensity (Green Software Foundation, ISO/IEC 21031:2024) \
+           over the last interval with messages: (E × I + M) / R in grams CO2e, R = one \
+           message accepted (or, in a process that only delivers, one delivered).",
+};
+
+/// The footprint method and its coefficients.
+pub const FOOTPRINT_INFO: Metric = Metric {
+    name: "verdant_footprint_info",
+    kind: Kind::Gauge,
+    unit: Unit::Info,
+    labels: &[
+        "method",
+        "cpu",
+        "vcpus",
+        "pue",
+        "grid_g_per_kwh",
+        "embodied_kg",
+    ],
+    help: "Always 1; the labels state how energy and carbon are estimated: the method \
+           (rapl or ccf-linear), the CPU family whose coefficients apply, the vCPUs, \
+           the PUE, the grid intensity in gCO2e/kWh and the embodied emissions counted \
+           (0: none).",
+};
+
 /// Every metric, for `verdant metrics list` and the dashboards' check.
-pub const ALL: &[Metric] = &[MESSAGE_CPU, CPU_CARRIED];
+pub const ALL: &[Metric] = &[
+    MESSAGE_CPU,
+    CPU_CARRIED,
+    MESSAGE_ENERGY,
+    MESSAGE_CARBON,
+    POWER,
+    SCI,
+    FOOTPRINT_INFO,
+];
 
 /// Registers every description with the installed recorder.
 pub fn describe_all() {
     for m in ALL {
-        match m.kind {
-            Kind::Counter => metrics::describe_counter!(m.name, m.unit, m.help),
-            Kind::Gauge => metrics::describe_gauge!(m.name, m.unit, m.help),
-            Kind::Histogram => metrics::describe_histogram!(m.name, m.unit, m.help),
+        match (m.kind, m.unit.recorder_unit()) {
+            (Kind::Counter, Some(u)) => metrics::describe_counter!(m.name, u, m.help),
+            (Kind::Counter, None) => metrics::describe_counter!(m.name, m.help),
+            (Kind::Gauge, Some(u)) => metrics::describe_gauge!(m.name, u, m.help),
+            (Kind::Gauge, None) => metrics::describe_gauge!(m.name, m.help),
+            (Kind::Histogram, Some(u)) => metrics::describe_histogram!(m.name, u, m.help),
+            (Kind::Histogram, None) => metrics::describe_histogram!(m.name, m.help),
         }
     }
 }
@@ -98,7 +215,7 @@ pub fn list() -> String {
             "{} ({}, {}){labels}\n    {}\n",
             m.name,
             m.kind.as_str(),
-            m.unit.as_canonical_label(),
+            m.unit.as_str(),
             m.help.split_whitespace().collect::<Vec<_>>().join(" ")
         ));
     }
@@ -128,9 +245,9 @@ mod tests {
             );
             let base = m.name.trim_end_matches("_total");
             let unit_ok = match m.unit {
-                Unit::Seconds => base.ends_with("_seconds"),
-                Unit::Bytes => base.ends_with("_bytes"),
-                _ => true,
+                Unit::Count => true,
+                Unit::Info => base.ends_with("_info"),
+                u => base.ends_with(&format!("_{}", u.as_str())),
             };
             assert!(unit_ok, "{} should end in its unit", m.name);
             assert!(!m.help.is_empty());

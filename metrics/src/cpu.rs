@@ -99,6 +99,40 @@ pub fn tasks_with_ids() -> Vec<(i32, String, Duration)> {
         .collect()
 }
 
+/// CPU time the whole machine spent busy so far, from `/proc/stat`: every
+/// state but idle and I/O wait, all CPUs. `None` where unreadable.
+pub fn host_busy() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    busy_of(text.lines().next()?)
+}
+
+/// The busy time of `/proc/stat`'s aggregate `cpu` line.
+fn busy_of(line: &str) -> Option<Duration> {
+    let mut f = line.split_whitespace();
+    if f.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = f.filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7).unwrap_or(&0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(
+        busy.saturating_mul(1_000_000_000) / hz,
+    ))
+}
+
+/// The process's resident memory in bytes, from `/proc/self/statm`.
+pub fn rss_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    pages * page
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +143,17 @@ mod tests {
         assert_eq!(stat_ticks(line), Some(10));
         assert_eq!(stat_ticks("42 (x) S 1"), None);
         assert_eq!(stat_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn busy_time_leaves_out_idle_and_iowait() {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let busy = busy_of("cpu  10 2 3 1000 500 4 5 6 0 0").unwrap();
+        assert_eq!(busy, Duration::from_nanos(30 * 1_000_000_000 / hz));
+        assert_eq!(busy_of("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert!(host_busy().is_some());
+        assert!(rss_bytes() > 0);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 use crate::account::{Report, Reporter};
-use crate::catalog::{self, CPU_CARRIED, MESSAGE_CPU};
+use crate::catalog::{self, CPU_CARRIED, MESSAGE_CARBON, MESSAGE_CPU, MESSAGE_ENERGY};
 use crate::stage::Stage;
 
 /// Buckets of the per-message CPU histogram, in seconds: 5 µs to 100 ms.
@@ -15,12 +15,24 @@ const CPU_BUCKETS: &[f64] = &[
     5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 1e-1,
 ];
 
+/// Buckets of the per-message energy histogram, in joules: 10 µJ to 1 J.
+const ENERGY_BUCKETS: &[f64] = &[1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 1.0];
+
+/// Buckets of the per-message carbon histogram, in grams: 1 ng to 1 mg.
+const CARBON_BUCKETS: &[f64] = &[1e-9, 3e-9, 1e-8, 3e-8, 1e-7, 3e-7, 1e-6, 1e-5, 1e-4, 1e-3];
+
 /// Installs the process-wide recorder with an HTTP listener on `listen`
 /// and describes every metric of the catalog. Once per process.
 pub fn install(listen: SocketAddr) -> Result<(), String> {
     PrometheusBuilder::new()
         .with_http_listener(listen)
         .set_buckets_for_metric(Matcher::Full(MESSAGE_CPU.name.into()), CPU_BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(MESSAGE_ENERGY.name.into()), ENERGY_BUCKETS)
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(MESSAGE_CARBON.name.into()), CARBON_BUCKETS)
+        })
         .map_err(|e| e.to_string())?
         .install()
         .map_err(|e| format!("metrics on {listen}: {e}"))?;

@@ -28,7 +28,11 @@ pub mod account;
 pub mod attribute;
 pub mod catalog;
 pub mod cpu;
+pub mod domains;
+pub mod energy;
 pub mod export;
+pub mod footprint;
+pub mod ledger;
 pub mod stage;
 
 pub use account::{Accountant, count};

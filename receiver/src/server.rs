@@ -137,6 +137,7 @@ pub async fn serve_connection<Q: Queue>(
                         // Received, and made durable: one of each.
                         verdant_metrics::count(Stage::Receive, 1);
                         verdant_metrics::count(Stage::Queue, 1);
+                        verdant_metrics::domains::received(&envelope.sender, message.len() as u64);
                     }
                     session.queued(id, result);
                 }

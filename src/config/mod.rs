@@ -23,6 +23,7 @@
 
 mod amqp;
 mod delivery;
+mod footprint;
 mod metrics;
 
 pub use amqp::{
@@ -30,6 +31,7 @@ pub use amqp::{
     parse_amqp_url,
 };
 pub use delivery::{DeliverySettings, RawDelivery};
+pub use footprint::{FootprintSettings, RawFootprint};
 pub use metrics::{MetricsSettings, RawMetrics};
 
 use std::fmt;
@@ -226,6 +228,9 @@ pub struct RawConfig {
     /// `[metrics]`
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// `[footprint]`
+    #[serde(default)]
+    pub footprint: RawFootprint,
 }
 
 /// `[server]` as written.
@@ -360,7 +365,7 @@ impl RawConfig {
 // ---------------------------------------------------------------------------
 
 /// The validated, fully defaulted configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Settings {
     /// `[server]`
     pub server: ServerSettings,
@@ -376,6 +381,8 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     /// `[metrics]`
     pub metrics: MetricsSettings,
+    /// `[footprint]`
+    pub footprint: FootprintSettings,
 }
 
 /// `[server]`: sockets and threads.
@@ -661,11 +668,13 @@ impl Settings {
             queue,
             amqp,
             metrics,
+            footprint,
         } = raw;
         let delivery = cx.delivery(delivery)?;
         let queue = cx.queue(queue);
         let amqp = cx.amqp(amqp, &delivery)?;
         let metrics = cx.metrics(metrics)?;
+        let footprint = cx.footprint(footprint)?;
 
         // [server]
         let (listen, listen_span) = cx.list(
@@ -847,6 +856,7 @@ impl Settings {
             queue,
             amqp,
             metrics,
+            footprint,
         })
     }
 
@@ -935,6 +945,7 @@ impl Settings {
             queue: self.queue.to_raw(),
             amqp: self.amqp.to_raw(),
             metrics: self.metrics.to_raw(),
+            footprint: self.footprint.to_raw(),
         };
         toml::to_string(&raw).expect("plain strings, integers and booleans always serialize")
     }

@@ -118,8 +118,53 @@ max_errors = 3
         queue: parse("").unwrap().queue,
         amqp: parse("").unwrap().amqp,
         metrics: parse("").unwrap().metrics,
+        footprint: parse("").unwrap().footprint,
     };
     assert_eq!(s, expected);
+}
+
+#[test]
+fn footprint_section() {
+    let f = parse("").unwrap().footprint;
+    assert_eq!(f.cpu, None, "detected");
+    assert_eq!(
+        (f.pue, f.grid_intensity, f.embodied_kgco2e),
+        (1.135, 481.0, 0.0)
+    );
+    assert_eq!(
+        f.ledger,
+        Some(PathBuf::from("./var/footprint/ledger.jsonl"))
+    );
+    let f = parse(
+        "[footprint]\ncpu = \"intel-skylake\"\npue = 1.4\ngrid_intensity = 56.0\nembodied_kgco2e = 1200.0\nledger = \"\"\n",
+    )
+    .unwrap()
+    .footprint;
+    assert_eq!(
+        f.cpu,
+        Some(verdant_metrics::energy::CpuFamily::IntelSkylake)
+    );
+    assert_eq!(f.ledger, None);
+    let m = f.model(2);
+    assert_eq!(m.embodied_g, Some(1_200_000.0));
+    assert_eq!((m.pue, m.grid_g_per_kwh, m.vcpus), (1.4, 56.0, 2));
+    assert_invalid(
+        "[footprint]\ncpu = \"m68k\"\n",
+        "footprint.cpu",
+        2,
+        "intel-skylake",
+    );
+    assert_invalid("[footprint]\npue = 0.9\n", "footprint.pue", 2, "at least 1");
+    assert_invalid(
+        "[footprint]\ngrid_intensity = -1.0\n",
+        "footprint.grid_intensity",
+        2,
+        "at least 0",
+    );
+    assert_eq!(
+        parse(&parse("").unwrap().to_toml()).unwrap().footprint,
+        parse("").unwrap().footprint
+    );
 }
 
 #[test]
