@@ -109,7 +109,7 @@ fn metrics_list_describes_every_metric() {
     let (ok, out, err) = verdant(&["metrics", "list"]);
     assert!(ok, "{err}");
     assert!(
-        out.contains("verdant_message_cpu_seconds (histogram, s) {stage}"),
+        out.contains("verdant_message_cpu_seconds (histogram, seconds) {stage}"),
         "{out}"
     );
     // Every metric has a description under its name.
