@@ -211,7 +211,7 @@ pub fn run(mut settings: Settings, role: Role) -> anyhow::Result<()> {
             .name(format!("verdant-w{worker}"))
             .spawn(move || {
                 let _exit = exit;
-                verdant_metrics::account::register_worker();
+                verdant_metrics::account::register_worker(worker);
                 if let Some(core) = core
                     && let Err(e) = monoio::utils::bind_to_cpu_set([core])
                 {
@@ -328,6 +328,24 @@ pub fn run(mut settings: Settings, role: Role) -> anyhow::Result<()> {
         workers - drained
     );
     Ok(())
+}
+
+/// A worker's once-a-second metrics work: its counts by sender domain to
+/// the footprint ledger, its engine's queue gauges; worker 0 also reports
+/// the process's open sessions.
+async fn tick(worker: usize, engine: Option<Rc<Engine>>, limiter: Arc<ConnLimiter>) {
+    let queue = verdant_metrics::ops::QueueGauges::new(worker);
+    loop {
+        monoio::time::sleep(std::time::Duration::from_secs(1)).await;
+        verdant_metrics::domains::flush();
+        if let Some(engine) = &engine {
+            let (inflight, waiting) = engine.load();
+            queue.set(inflight, waiting);
+        }
+        if worker == 0 {
+            verdant_metrics::ops::sessions_open(limiter.open());
+        }
+    }
 }
 
 /// Starts the CPU accountant and, if configured, the Prometheus endpoint.
@@ -519,13 +537,7 @@ fn worker_main(w: Worker) {
             _ => None,
         };
         if settings.metrics.enabled {
-            // Counts by sender domain go to the footprint ledger once a second.
-            monoio::spawn(async {
-                loop {
-                    monoio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    verdant_metrics::domains::flush();
-                }
-            });
+            monoio::spawn(tick(worker, engine.clone(), limiter.clone()));
         }
         if let Some(engine) = &engine {
             let recovered = recovered.into_iter().map(Delivery::recovered).collect();

@@ -123,6 +123,23 @@ fn cpu_charged_to_messages_adds_up_to_the_process_cpu() {
                 .unwrap_or(0.0)
             })
             .sum();
+        // The operational counters agree (summed over workers).
+        let sum = |prefix: &str, must: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(prefix) && l.contains(must))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let n = total as f64;
+        assert_eq!(sum("verdant_messages_received_total{", ""), n, "{text}");
+        assert_eq!(sum("verdant_sessions_total{", ""), CLIENTS as f64);
+        assert_eq!(sum("verdant_delivery_attempts_total{", "class=\"2xx\""), n);
+        assert_eq!(
+            sum("verdant_delivery_outcomes_total{", "outcome=\"delivered\""),
+            n
+        );
+        assert_eq!(sum("verdant_delivery_latency_seconds_count{", ""), n);
+        assert!(sum("verdant_received_bytes_total{", "") > n * 2000.0);
         let carried = sample(&text, "verdant_cpu_carried_seconds").unwrap_or(0.0);
         let off = (charged - os).abs() / os;
         eprintln!(

@@ -17,7 +17,7 @@ use verdant_queue::{
     Body, Delivery, LocalFuture, Outcome, QueueError, QueueId, Source, now_micros,
 };
 
-use verdant_metrics::Stage;
+use verdant_metrics::{Stage, ops};
 
 use crate::conn::Timeouts;
 use crate::dest::{DestKey, Dests, Job};
@@ -472,6 +472,11 @@ impl Engine {
                     Some(x) if x.is_permanent() => (x, "bounced"),
                     Some(x) => (x, "deferred"),
                 };
+                let class = match &r {
+                    None => ops::Class::Success,
+                    Some(x) => ops::Class::of(x.code),
+                };
+                ops::attempt(destination, class, names.len() as u64);
                 log.write(&Attempt {
                     time: time.clone(),
                     id: id.to_string(),
@@ -533,6 +538,14 @@ impl Engine {
             Outcome::Bounced
         };
         let mut delivery = f.delivery;
+        let finished = match outcome {
+            Outcome::Delivered => ops::Outcome::Delivered,
+            Outcome::Deferred { .. } => ops::Outcome::Deferred,
+            _ => ops::Outcome::Bounced,
+        };
+        let latency = (finished == ops::Outcome::Delivered)
+            .then(|| now.saturating_sub(delivery.envelope.received_at) as f64 / 1e6);
+        ops::finished(finished, latency);
         let bounce = (!bounced.is_empty() && !delivery.envelope.sender.is_empty()).then(|| {
             crate::bounce::build(&self.cfg.hostname, &delivery, &f.body, &bounced, expired)
         });

@@ -182,9 +182,9 @@ pub fn global() -> Option<&'static Accountant> {
 
 /// [`Accountant::register_worker`] on the process's accountant (nothing
 /// if none was started).
-pub fn register_worker() {
+pub fn register_worker(worker: usize) {
     if let Some(a) = global() {
-        a.register_worker();
+        a.register_worker(worker);
     }
 }
 
@@ -210,9 +210,11 @@ impl Accountant {
         Ok(me)
     }
 
-    /// Registers the calling thread as a worker: its stage is whatever its
-    /// [`stage::Staged`] tasks set, and [`count`] counts its messages.
-    pub fn register_worker(&self) {
+    /// Registers the calling thread as worker number `worker`: its stage is
+    /// whatever its [`stage::Staged`] tasks set, [`count`] counts its
+    /// messages, and it gets its own [`crate::ops`] handles.
+    pub fn register_worker(&self, worker: usize) {
+        crate::ops::install(worker);
         let cell: &'static StageCell = Box::leak(Box::default());
         let counts: &'static Counts = Box::leak(Box::default());
         stage::install(cell);

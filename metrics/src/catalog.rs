@@ -177,8 +177,144 @@ pub const FOOTPRINT_INFO: Metric = Metric {
            (0: none).",
 };
 
+/// SMTP sessions.
+pub const SESSIONS: Metric = Metric {
+    name: "verdant_sessions_total",
+    kind: Kind::Counter,
+    unit: Unit::Count,
+    labels: &["worker"],
+    help: "SMTP sessions accepted, by worker.",
+};
+
+/// Sessions open now.
+pub const SESSIONS_OPEN: Metric = Metric {
+    name: "verdant_sessions_open",
+    kind: Kind::Gauge,
+    unit: Unit::Count,
+    labels: &[],
+    help: "SMTP sessions open now (the whole process).",
+};
+
+/// Messages accepted.
+pub const MESSAGES_RECEIVED: Metric = Metric {
+    name: "verdant_messages_received_total",
+    kind: Kind::Counter,
+    unit: Unit::Count,
+    labels: &["worker"],
+    help: "Messages accepted (answered 250 once durable), by worker.",
+};
+
+/// Bytes accepted.
+pub const RECEIVED_BYTES: Metric = Metric {
+    name: "verdant_received_bytes_total",
+    kind: Kind::Counter,
+    unit: Unit::Bytes,
+    labels: &["worker"],
+    help: "Bytes of the messages accepted (as stored, with Verdant's Received: header), by worker.",
+};
+
+/// Recipients by attempt result.
+pub const ATTEMPTS: Metric = Metric {
+    name: "verdant_delivery_attempts_total",
+    kind: Kind::Counter,
+    unit: Unit::Count,
+    labels: &["worker", "class"],
+    help: "Recipients of delivery attempts by the class of the result: 2xx (delivered), \
+           4xx (a temporary refusal, a connection failure or a timeout: tried again), 5xx \
+           (refused for good).",
+};
+
+/// Recipients by destination domain and result.
+pub const DESTINATION_ATTEMPTS: Metric = Metric {
+    name: "verdant_destination_attempts_total",
+    kind: Kind::Counter,
+    unit: Unit::Count,
+    labels: &["worker", "domain", "class"],
+    help: "Recipients of delivery attempts by recipient domain and result class; the first \
+           100 domains a worker sees are named, the rest count as \"(other)\".",
+};
+
+/// Messages by the outcome of their attempt.
+pub const MESSAGES_FINISHED: Metric = Metric {
+    name: "verdant_delivery_outcomes_total",
+    kind: Kind::Counter,
+    unit: Unit::Count,
+    labels: &["worker", "outcome"],
+    help: "Messages whose delivery attempt ended, by outcome: delivered (every recipient \
+           done), deferred (some to try again), bounced (failed for good).",
+};
+
+/// Time from reception to delivery.
+pub const DELIVERY_LATENCY: Metric = Metric {
+    name: "verdant_delivery_latency_seconds",
+    kind: Kind::Histogram,
+    unit: Unit::Seconds,
+    labels: &["worker"],
+    help: "Time from a message's reception to its delivery (retries included).",
+};
+
+/// Messages the engine holds.
+pub const QUEUE_MESSAGES: Metric = Metric {
+    name: "verdant_queue_messages",
+    kind: Kind::Gauge,
+    unit: Unit::Count,
+    labels: &["worker", "state"],
+    help: "Messages the delivery engine holds, by state: inflight (an attempt under way) or \
+           waiting (deferred until their next attempt; on the broker they wait in its delay \
+           queues instead).",
+};
+
+/// Publish rounds on the broker.
+pub const BROKER_ROUND: Metric = Metric {
+    name: "verdant_broker_round_messages",
+    kind: Kind::Histogram,
+    unit: Unit::Count,
+    labels: &[],
+    help: "Messages per publish round to the broker (all published, then every confirm awaited).",
+};
+
+/// Confirm latency of a publish round.
+pub const BROKER_CONFIRM: Metric = Metric {
+    name: "verdant_broker_confirm_seconds",
+    kind: Kind::Histogram,
+    unit: Unit::Seconds,
+    labels: &[],
+    help: "Time from the start of a publish round to the broker's last confirm of it.",
+};
+
+/// Whether the broker is connected.
+pub const BROKER_CONNECTED: Metric = Metric {
+    name: "verdant_broker_connected",
+    kind: Kind::Gauge,
+    unit: Unit::Count,
+    labels: &[],
+    help: "1 while connected to the broker, 0 while reconnecting.",
+};
+
+/// Whether the broker blocks publishing.
+pub const BROKER_BLOCKED: Metric = Metric {
+    name: "verdant_broker_blocked",
+    kind: Kind::Gauge,
+    unit: Unit::Count,
+    labels: &[],
+    help: "1 while the broker blocks publishing (a memory or disk alarm: new mail gets 451).",
+};
+
 /// Every metric, for `verdant metrics list` and the dashboards' check.
 pub const ALL: &[Metric] = &[
+    SESSIONS,
+    SESSIONS_OPEN,
+    MESSAGES_RECEIVED,
+    RECEIVED_BYTES,
+    ATTEMPTS,
+    DESTINATION_ATTEMPTS,
+    MESSAGES_FINISHED,
+    DELIVERY_LATENCY,
+    QUEUE_MESSAGES,
+    BROKER_ROUND,
+    BROKER_CONFIRM,
+    BROKER_CONNECTED,
+    BROKER_BLOCKED,
     MESSAGE_CPU,
     CPU_CARRIED,
     MESSAGE_ENERGY,

@@ -7,12 +7,31 @@ use std::net::SocketAddr;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 use crate::account::{Report, Reporter};
-use crate::catalog::{self, CPU_CARRIED, MESSAGE_CARBON, MESSAGE_CPU, MESSAGE_ENERGY};
+use crate::catalog::{
+    self, BROKER_CONFIRM, BROKER_ROUND, CPU_CARRIED, DELIVERY_LATENCY, MESSAGE_CARBON, MESSAGE_CPU,
+    MESSAGE_ENERGY,
+};
 use crate::stage::Stage;
 
 /// Buckets of the per-message CPU histogram, in seconds: 5 µs to 100 ms.
 const CPU_BUCKETS: &[f64] = &[
     5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 1e-1,
+];
+
+/// Buckets of the delivery latency histogram, in seconds: 1 ms to 5 days.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0, 14_400.0, 86_400.0,
+    432_000.0,
+];
+
+/// Buckets of the publish round sizes.
+const ROUND_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+/// Buckets of the confirm latency, in seconds: 100 µs to 10 s.
+const CONFIRM_BUCKETS: &[f64] = &[
+    1e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.5, 1.0, 10.0,
 ];
 
 /// Buckets of the per-message energy histogram, in joules: 10 µJ to 1 J.
@@ -24,16 +43,21 @@ const CARBON_BUCKETS: &[f64] = &[1e-9, 3e-9, 1e-8, 3e-8, 1e-7, 3e-7, 1e-6, 1e-5,
 /// Installs the process-wide recorder with an HTTP listener on `listen`
 /// and describes every metric of the catalog. Once per process.
 pub fn install(listen: SocketAddr) -> Result<(), String> {
-    PrometheusBuilder::new()
-        .with_http_listener(listen)
-        .set_buckets_for_metric(Matcher::Full(MESSAGE_CPU.name.into()), CPU_BUCKETS)
-        .and_then(|b| {
-            b.set_buckets_for_metric(Matcher::Full(MESSAGE_ENERGY.name.into()), ENERGY_BUCKETS)
-        })
-        .and_then(|b| {
-            b.set_buckets_for_metric(Matcher::Full(MESSAGE_CARBON.name.into()), CARBON_BUCKETS)
-        })
-        .map_err(|e| e.to_string())?
+    let buckets: [(&str, &[f64]); 6] = [
+        (MESSAGE_CPU.name, CPU_BUCKETS),
+        (MESSAGE_ENERGY.name, ENERGY_BUCKETS),
+        (MESSAGE_CARBON.name, CARBON_BUCKETS),
+        (DELIVERY_LATENCY.name, LATENCY_BUCKETS),
+        (BROKER_ROUND.name, ROUND_BUCKETS),
+        (BROKER_CONFIRM.name, CONFIRM_BUCKETS),
+    ];
+    let mut builder = PrometheusBuilder::new().with_http_listener(listen);
+    for (name, b) in buckets {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(name.into()), b)
+            .map_err(|e| e.to_string())?;
+    }
+    builder
         .install()
         .map_err(|e| format!("metrics on {listen}: {e}"))?;
     catalog::describe_all();

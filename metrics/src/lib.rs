@@ -14,7 +14,7 @@
 //! use verdant_metrics::{account, stage};
 //! let accountant = account::start(Default::default())?;
 //! // On each worker thread, once:
-//! account::register_worker();
+//! account::register_worker(0);
 //! // Work of a stage: wrap its task, count its messages.
 //! let task = stage::staged(stage::Stage::Receive, async {
 //!     account::count(stage::Stage::Receive, 1);
@@ -33,6 +33,7 @@ pub mod energy;
 pub mod export;
 pub mod footprint;
 pub mod ledger;
+pub mod ops;
 pub mod stage;
 
 pub use account::{Accountant, count};

@@ -108,6 +108,7 @@ pub async fn serve_connection<Q: Queue>(
         }
     };
     let _ = stream.set_nodelay(true);
+    verdant_metrics::ops::session();
     let mut session = Session::new(rx.config.clone(), peer.ip());
     if let Some(hook) = recipients {
         session.set_recipient_hook(hook);
@@ -138,6 +139,7 @@ pub async fn serve_connection<Q: Queue>(
                         verdant_metrics::count(Stage::Receive, 1);
                         verdant_metrics::count(Stage::Queue, 1);
                         verdant_metrics::domains::received(&envelope.sender, message.len() as u64);
+                        verdant_metrics::ops::received(message.len() as u64);
                     }
                     session.queued(id, result);
                 }

@@ -145,6 +145,20 @@ struct Shared {
     blocked: AtomicBool,
 }
 
+impl Shared {
+    /// Makes `generation` the live one (0: none).
+    fn set_generation(&self, generation: u64) {
+        self.generation.store(generation, Ordering::Release);
+        verdant_metrics::ops::broker_connected(generation != 0);
+    }
+
+    /// The broker blocks publishing, or no longer does.
+    fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::Release);
+        verdant_metrics::ops::broker_blocked(blocked);
+    }
+}
+
 /// A worker's way to the service thread. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Handle {
@@ -292,7 +306,7 @@ async fn run(
                 eprintln!("verdant: connected to the broker (connection {generation})");
                 last_error.clear();
                 let end = session.serve(&cfg, &rx, &shared).await;
-                shared.generation.store(0, Ordering::Release);
+                shared.set_generation(0);
                 match end {
                     End::Closed(_) => return,
                     End::Lost(e) => {
@@ -301,7 +315,7 @@ async fn run(
                 }
             }
             Err(e) => {
-                shared.generation.store(0, Ordering::Release);
+                shared.set_generation(0);
                 if e != last_error {
                     eprintln!(
                         "verdant: cannot connect to the broker: {e}; retrying (publishes get 451 meanwhile)"

@@ -149,8 +149,8 @@ impl Session {
         // dropped so would stay unacknowledged, never delivered, until the
         // connection closes. (Publishes made from now on wait in the command
         // channel until `serve` reads them.)
-        shared.blocked.store(false, Ordering::Release);
-        shared.generation.store(generation, Ordering::Release);
+        shared.set_blocked(false);
+        shared.set_generation(generation);
         let (lost_tx, lost) = mpsc::unbounded_channel();
         let (mut forwarders, mut ackers) = (Vec::new(), Vec::new());
         let mut consumers = Vec::new();
@@ -230,7 +230,12 @@ impl Session {
                 let timeout = cfg.confirm_timeout;
                 round = Some(Box::pin(async move {
                     let mut p = p;
+                    let started = std::time::Instant::now();
                     let results = p.publish(&items, timeout).await;
+                    verdant_metrics::ops::broker_round(
+                        items.len(),
+                        started.elapsed().as_secs_f64(),
+                    );
                     (p, jobs, results)
                 }));
             }
@@ -290,7 +295,7 @@ impl Session {
                 event = publish_events.next() => match event {
                     Some(Event::ConnectionBlocked(reason)) => {
                         eprintln!("verdant: the broker blocked publishing ({reason}); new messages get 451");
-                        shared.blocked.store(true, Ordering::Release);
+                        shared.set_blocked(true);
                     }
                     Some(Event::ConnectionUnblocked) => {
                         eprintln!("verdant: the broker unblocked publishing");
@@ -301,7 +306,7 @@ impl Session {
                                 _ => break End::Lost("cannot open a publishing channel".into()),
                             }
                         }
-                        shared.blocked.store(false, Ordering::Release);
+                        shared.set_blocked(false);
                     }
                     Some(Event::Error(e)) => break End::Lost(e.to_string()),
                     Some(_) => {}
@@ -329,7 +334,7 @@ impl Session {
             }
         };
         // Whatever was waiting for this session is answered: not published.
-        shared.generation.store(0, Ordering::Release);
+        shared.set_generation(0);
         for job in jobs {
             fail(job, false);
         }
