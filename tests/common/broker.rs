@@ -192,6 +192,17 @@ pub fn engine(
 /// A `verdant serve --queue amqp`: receiver and engine in one process,
 /// meeting in the broker, routing all mail to `to`.
 pub fn serve(driver: Driver, dir: &Path, queues: &Queues, to: SocketAddr) -> Server {
+    serve_with(driver, dir, queues, to, &[])
+}
+
+/// [`serve`] with extra command-line arguments.
+pub fn serve_with(
+    driver: Driver,
+    dir: &Path,
+    queues: &Queues,
+    to: SocketAddr,
+    args: &[&str],
+) -> Server {
     let addr = free_addr();
     let conf = dir.join("serve.toml");
     let config = format!(
@@ -209,7 +220,8 @@ pub fn serve(driver: Driver, dir: &Path, queues: &Queues, to: SocketAddr) -> Ser
         .arg(format!("*={to}"))
         .arg("--spool")
         .arg(dir.join("spool"))
-        .args(["--workers", "2"]);
+        .args(["--workers", "2"])
+        .args(args);
     Server::spawn_until(prepare(cmd, driver), addr, dir, driver, "accepting mail")
 }
 
