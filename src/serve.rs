@@ -363,8 +363,7 @@ fn start_metrics(settings: &Settings) -> anyhow::Result<()> {
         }
     }
     accountant.add_reporter(verdant_metrics::export::cpu_reporter());
-    let vcpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    let model = settings.footprint.model(vcpus);
+    let model = settings.footprint.model(verdant_metrics::cpu::host_cpus());
     let ledger = settings.footprint.ledger.as_deref().and_then(|path| {
         match verdant_metrics::ledger::Ledger::open(path) {
             Ok(l) => Some(l),

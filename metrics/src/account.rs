@@ -117,8 +117,9 @@ struct Thread {
     fixed: Stage,
     /// The clock at the last report.
     last: Duration,
-    /// The cell's sampled totals at the last report.
-    last_sampled: [Duration; 4],
+    /// For a worker: the CPU time given to each stage so far (nanoseconds;
+    /// see `report`).
+    given: [i128; 4],
 }
 
 #[derive(Default)]
@@ -243,7 +244,7 @@ impl Accountant {
             cell,
             fixed,
             last: clock.now().unwrap_or_default(),
-            last_sampled: cell.map(|c| c.sampled()).unwrap_or_default(),
+            given: [0; 4],
         };
         let mut shared = self.shared.lock().expect("accountant");
         shared.threads.push(thread);
@@ -294,42 +295,57 @@ fn report(s: &mut Shared, last: bool) {
     let st = &mut s.state;
     let wall = st.last_report.elapsed();
     st.last_report = Instant::now();
-    // Where the time went, by stage (indexed by `Stage as usize`).
-    let mut weight = [Duration::ZERO; 4];
+    // Where the time went, by stage (indexed by `Stage as usize`), in
+    // nanoseconds.
+    let mut weight = [0i128; 4];
+    let ns = |d: Duration| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX);
     for t in &mut s.threads {
         let Some(now) = t.clock.now() else { continue };
         let used = now.saturating_sub(t.last);
         t.last = now;
         match t.cell {
-            None => weight[t.fixed as usize] += used,
+            None => weight[t.fixed as usize] += ns(used),
             Some(cell) => {
+                // What the worker has given each stage by sampling itself,
+                // and, for the stage it is in, what it used since its last
+                // sample. Given as the change of those cumulative figures:
+                // when a later sample charges that tail to another stage,
+                // the tail moves there, and nothing counts twice.
                 let sampled = cell.sampled();
-                let mut covered = Duration::ZERO;
+                let tail = now.saturating_sub(cell.sampled_at());
+                let current = cell.get() as usize;
                 for (i, w) in weight.iter_mut().enumerate() {
-                    let d = sampled[i].saturating_sub(t.last_sampled[i]);
-                    *w += d;
-                    covered += d;
+                    let mut target = ns(sampled[i]);
+                    if i == current {
+                        target += ns(tail);
+                    }
+                    *w += target - t.given[i];
+                    t.given[i] = target;
                 }
-                t.last_sampled = sampled;
-                // Since its last sample: the stage it is in.
-                weight[cell.get() as usize] += used.saturating_sub(covered);
             }
         }
     }
     // Threads no one registered, from /proc (10 ms granularity).
     let registered: Vec<i32> = s.threads.iter().map(|t| t.tid).collect();
+    let mut seen = Vec::new();
     for (tid, name, cpu) in cpu::tasks_with_ids() {
         if registered.contains(&tid) {
             continue;
         }
         let base = if st.first_scan { cpu } else { Duration::ZERO };
         let before = st.others.insert(tid, cpu).unwrap_or(base);
-        weight[stage_of_unregistered(&name) as usize] += cpu.saturating_sub(before);
+        weight[stage_of_unregistered(&name) as usize] += ns(cpu.saturating_sub(before));
+        seen.push(tid);
     }
+    // Threads that ended (io_uring's workers come and go).
+    st.others.retain(|tid, _| seen.contains(tid));
     st.first_scan = false;
     let process = cpu::process_now();
     let process_cpu = process.saturating_sub(st.last_process);
     st.last_process = process;
+    // A stage given back more than it got in this interval (its tail of
+    // the last one was sampled into another) weighs nothing.
+    let weight = weight.map(|w| Duration::from_nanos(u64::try_from(w.max(0)).unwrap_or(u64::MAX)));
     let measured = split(process_cpu, weight);
     let mut messages = [0u64; 3];
     for (k, counts) in s.counts.iter().enumerate() {
@@ -384,6 +400,53 @@ fn split(total: Duration, weight: [Duration; 4]) -> Measured {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A worker that spends its CPU in deliver polls and next to none in
+    /// receive polls: the accountant gives deliver nearly all of it.
+    #[test]
+    fn the_stage_that_burns_the_cpu_is_charged_for_it() {
+        use std::future::Future;
+        use std::pin::Pin;
+        use std::task::{Context, Poll, Waker};
+        let a = Accountant::start(AccountConfig {
+            report_every: Duration::from_millis(200),
+        })
+        .unwrap();
+        let worker = a.clone();
+        std::thread::spawn(move || {
+            worker.register_worker(7);
+            let mut cx = Context::from_waker(Waker::noop());
+            let until = Instant::now() + Duration::from_millis(1300);
+            while Instant::now() < until {
+                for stage in [Stage::Receive, Stage::Deliver] {
+                    let mut poll = crate::stage::staged(
+                        stage,
+                        std::future::poll_fn(|_| {
+                            count(stage, 1);
+                            if stage == Stage::Deliver {
+                                let t = Instant::now();
+                                while t.elapsed() < Duration::from_micros(200) {
+                                    std::hint::spin_loop();
+                                }
+                            }
+                            Poll::Ready(())
+                        }),
+                    );
+                    let _ = Pin::new(&mut poll).poll(&mut cx);
+                }
+            }
+        })
+        .join()
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let t = a.totals();
+        let (receive, deliver) = (t.charged[0], t.charged[2]);
+        assert!(t.messages[0] > 100 && t.messages[2] > 100, "{t:?}");
+        assert!(
+            deliver > (receive + deliver) * 8 / 10,
+            "deliver {deliver:?}, receive {receive:?}"
+        );
+    }
 
     #[test]
     fn the_split_is_proportional_and_adds_up() {

@@ -99,8 +99,24 @@ pub fn tasks_with_ids() -> Vec<(i32, String, Duration)> {
         .collect()
 }
 
-/// CPU time the whole machine spent busy so far, from `/proc/stat`: every
-/// state but idle and I/O wait, all CPUs. `None` where unreadable.
+/// The machine's CPUs, as `/proc/stat` counts them (the scope of its busy
+/// time, whatever this process's affinity or cgroup quota).
+pub fn host_cpus() -> u32 {
+    std::fs::read_to_string("/proc/stat")
+        .map(|t| {
+            t.lines()
+                .filter(|l| {
+                    l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)
+                })
+                .count() as u32
+        })
+        .unwrap_or(0)
+        .max(1)
+}
+
+/// CPU time the whole machine spent busy so far, from `/proc/stat`: user,
+/// nice, system, irq and softirq, all CPUs; not idle, I/O wait, or time
+/// stolen by the hypervisor for other guests. `None` where unreadable.
 pub fn host_busy() -> Option<Duration> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
     busy_of(text.lines().next()?)
@@ -114,7 +130,7 @@ fn busy_of(line: &str) -> Option<Duration> {
     }
     let v: Vec<u64> = f.filter_map(|x| x.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal (guest is in user).
-    let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7).unwrap_or(&0);
+    let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Some(Duration::from_nanos(
@@ -150,7 +166,8 @@ mod tests {
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
         let busy = busy_of("cpu  10 2 3 1000 500 4 5 6 0 0").unwrap();
-        assert_eq!(busy, Duration::from_nanos(30 * 1_000_000_000 / hz));
+        assert_eq!(busy, Duration::from_nanos(24 * 1_000_000_000 / hz));
+        assert!(host_cpus() >= 1);
         assert_eq!(busy_of("cpu0 1 2 3 4 5 6 7 8"), None);
         assert!(host_busy().is_some());
         assert!(rss_bytes() > 0);

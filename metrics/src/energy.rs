@@ -289,8 +289,14 @@ impl Rapl {
         let mut zones = Vec::new();
         for e in std::fs::read_dir("/sys/class/powercap").ok()?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            // Package zones only (intel-rapl:0), not their subzones.
+            // Top-level zones (intel-rapl:0), not their subzones, and of
+            // those only CPU packages: a `psys` zone (the whole platform)
+            // would count the packages twice.
             if !name.starts_with("intel-rapl:") || name.matches(':').count() != 1 {
+                continue;
+            }
+            let zone = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
+            if !zone.trim().starts_with("package") {
                 continue;
             }
             let read = |f: &str| -> Option<u64> {

@@ -80,6 +80,9 @@ pub struct StageCell {
     stage: AtomicU8,
     /// Nanoseconds charged per stage (indexed by `Stage as usize`).
     cpu: [AtomicU64; 4],
+    /// The thread's CPU clock, in nanoseconds, up to which `cpu` covers
+    /// its time (the last sample, or the installation).
+    at: AtomicU64,
 }
 
 impl StageCell {
@@ -96,6 +99,17 @@ impl StageCell {
     /// usize`).
     pub fn sampled(&self) -> [Duration; 4] {
         [0, 1, 2, 3].map(|i| Duration::from_nanos(self.cpu[i].load(Ordering::Relaxed)))
+    }
+
+    /// The thread's CPU clock up to which [`StageCell::sampled`] covers its
+    /// time: what it used since is not charged to any stage yet.
+    pub fn sampled_at(&self) -> Duration {
+        Duration::from_nanos(self.at.load(Ordering::Relaxed))
+    }
+
+    fn covered_to(&self, clock: Duration) {
+        let ns = u64::try_from(clock.as_nanos()).unwrap_or(u64::MAX);
+        self.at.store(ns, Ordering::Relaxed);
     }
 
     fn charge(&self, stage: Stage, d: Duration) {
@@ -124,7 +138,9 @@ thread_local! {
 /// as the process, so the accountant may read it at any time).
 pub fn install(cell: &'static StageCell) {
     CELL.with(|c| c.set(Some(cell)));
-    LAST.with(|l| l.set(crate::cpu::thread_now()));
+    let now = crate::cpu::thread_now();
+    LAST.with(|l| l.set(now));
+    cell.covered_to(now);
 }
 
 /// Charges the CPU used since the last sample to the current stage.
@@ -132,6 +148,7 @@ fn sample(cell: &StageCell) {
     let now = crate::cpu::thread_now();
     let before = LAST.with(|l| l.replace(now));
     cell.charge(cell.get(), now.saturating_sub(before));
+    cell.covered_to(now);
 }
 
 /// A future whose polls count as `stage` on a thread with a cell; on other
