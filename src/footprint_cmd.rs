@@ -224,6 +224,7 @@ mod tests {
             joules: messages as f64 * 0.01,
             grams_co2e: messages as f64 * 0.000_002,
             method: "m1".into(),
+            run: "1-1".into(),
         }
     }
 

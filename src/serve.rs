@@ -122,7 +122,7 @@ pub fn run(mut settings: Settings, role: Role) -> anyhow::Result<()> {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let workers = settings.server.workers;
-    start_metrics(&settings)?;
+    start_metrics(&settings, role)?;
     let broker_mode = role != Role::Both || settings.queue.backend == QueueBackend::Amqp;
     if role == Role::Engine {
         settings.server.listen.clear();
@@ -350,7 +350,7 @@ async fn tick(worker: usize, engine: Option<Rc<Engine>>, limiter: Arc<ConnLimite
 
 /// Starts the CPU accountant and, if configured, the Prometheus endpoint.
 /// A busy metrics port is reported, not fatal: mail matters more.
-fn start_metrics(settings: &Settings) -> anyhow::Result<()> {
+fn start_metrics(settings: &Settings, role: Role) -> anyhow::Result<()> {
     if !settings.metrics.enabled {
         return Ok(());
     }
@@ -364,8 +364,15 @@ fn start_metrics(settings: &Settings) -> anyhow::Result<()> {
     }
     accountant.add_reporter(verdant_metrics::export::cpu_reporter());
     let model = settings.footprint.model(verdant_metrics::cpu::host_cpus());
+    // The functional unit: a message accepted, or, where none are, one
+    // delivered.
+    let unit = match role {
+        Role::Engine => verdant_metrics::footprint::Unit::Delivered,
+        Role::Both | Role::Receiver => verdant_metrics::footprint::Unit::Received,
+    };
+    let received = unit == verdant_metrics::footprint::Unit::Received;
     let ledger = settings.footprint.ledger.as_deref().and_then(|path| {
-        match verdant_metrics::ledger::Ledger::open(path) {
+        match verdant_metrics::ledger::Ledger::open(path, received) {
             Ok(l) => Some(l),
             Err(e) => {
                 eprintln!("verdant: no footprint ledger ({}): {e}", path.display());
@@ -377,7 +384,7 @@ fn start_metrics(settings: &Settings) -> anyhow::Result<()> {
         "verdant: footprint by {}",
         model.note(default_method(&model))
     );
-    accountant.add_reporter(verdant_metrics::footprint::reporter(model, ledger));
+    accountant.add_reporter(verdant_metrics::footprint::reporter(model, unit, ledger));
     Ok(())
 }
 

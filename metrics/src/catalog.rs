@@ -97,10 +97,13 @@ pub const MESSAGE_CPU: Metric = Metric {
     kind: Kind::Histogram,
     unit: Unit::Seconds,
     labels: &["stage"],
-    help: "CPU time charged to each message, by stage (receive, queue, deliver): \
-           the process's measured CPU time of each interval, shared out over the \
-           messages each stage handled in it. The sum over stages is the process's \
-           CPU time, less what is carried (verdant_cpu_carried_seconds).",
+    help: "CPU time charged per message and stage, the process's measured CPU time of \
+           each second shared out over what each stage handled in it: receive per \
+           message accepted, queue per queue operation (making a message durable, \
+           recording an outcome), deliver per delivery attempt. The sums over stages add \
+           up to the process's CPU time, less what is carried \
+           (verdant_cpu_carried_seconds); per message end to end, divide them by \
+           verdant_messages_received_total.",
 };
 
 /// Measured CPU not yet charged.
@@ -132,9 +135,11 @@ pub const MESSAGE_CARBON: Metric = Metric {
     kind: Kind::Histogram,
     unit: Unit::Grams,
     labels: &["method"],
-    help: "Grams CO2e charged to each message: its energy × PUE × grid intensity, plus \
-           embodied emissions where configured. Its mean (sum / count) is the SCI per \
-           message.",
+    help: "Grams CO2e charged to each message of the process (accepted; in a process \
+           that only delivers, delivered): its energy × PUE × grid intensity, plus \
+           embodied emissions where configured. Its mean (sum / count) is the process's \
+           SCI; across a receiver and an engine, divide their sums by the messages \
+           accepted.",
 };
 
 /// The process's estimated power.

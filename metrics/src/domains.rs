@@ -31,6 +31,9 @@ pub struct Tally {
 /// Counts by sender domain: what was accepted, what was delivered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Accepted and delivered beyond [`MAX_DOMAINS`], merged into the maps
+    /// as [`OTHER`] when flushed.
+    other: [Tally; 2],
     /// Messages accepted, by sender domain.
     pub received: HashMap<String, Tally>,
     /// Messages whose delivery attempt ended, by sender domain.
@@ -39,7 +42,22 @@ pub struct Counts {
 
 impl Counts {
     fn is_empty(&self) -> bool {
-        self.received.is_empty() && self.delivered.is_empty()
+        self.received.is_empty() && self.delivered.is_empty() && self.other == [Tally::default(); 2]
+    }
+
+    /// Moves the counts beyond [`MAX_DOMAINS`] into the maps, as [`OTHER`].
+    fn fold_other(&mut self) {
+        for (map, t) in [
+            (&mut self.received, self.other[0]),
+            (&mut self.delivered, self.other[1]),
+        ] {
+            if t.messages > 0 {
+                let e = map.entry(OTHER.to_owned()).or_default();
+                e.messages += t.messages;
+                e.bytes += t.bytes;
+            }
+        }
+        self.other = [Tally::default(); 2];
     }
 
     /// Adds `other` in.
@@ -83,24 +101,27 @@ fn add(received: bool, sender: &str, bytes: u64) {
     if !ENABLED.load(Ordering::Relaxed) {
         return;
     }
-    let domain = domain_of(sender);
+    let raw = domain_of(sender);
+    // Domains are mostly lower case already: a copy only for those not.
+    let lower;
+    let domain = if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        lower = raw.to_ascii_lowercase();
+        lower.as_str()
+    } else {
+        raw
+    };
     LOCAL.with(|l| {
-        let mut l = l.borrow_mut();
-        let map = if received {
-            &mut l.received
+        let l = &mut *l.borrow_mut();
+        let (map, other) = if received {
+            (&mut l.received, &mut l.other[0])
         } else {
-            &mut l.delivered
+            (&mut l.delivered, &mut l.other[1])
         };
+        let full = map.len() >= MAX_DOMAINS;
         let tally = match map.get_mut(domain) {
             Some(t) => t,
-            None => {
-                let key = if map.len() >= MAX_DOMAINS {
-                    OTHER.to_owned()
-                } else {
-                    domain.to_ascii_lowercase()
-                };
-                map.entry(key).or_default()
-            }
+            None if full => other,
+            None => map.entry(domain.to_owned()).or_default(),
         };
         tally.messages += 1;
         tally.bytes += bytes;
@@ -130,6 +151,7 @@ pub fn flush() {
         if l.is_empty() {
             return;
         }
+        l.fold_other();
         if let Err(e) = tx.try_send(std::mem::take(&mut *l)) {
             *l = e.into_inner();
         }

@@ -80,7 +80,10 @@ struct Handles {
     attempts: [Counter; 3],
     finished: [Counter; 3],
     latency: Histogram,
-    destinations: HashMap<(String, Class), Counter>,
+    /// Per destination (at most [`MAX_DESTINATIONS`]), per class.
+    destinations: HashMap<String, [Counter; 3]>,
+    /// Every destination beyond those, per class.
+    other: [Counter; 3],
 }
 
 thread_local! {
@@ -105,9 +108,20 @@ pub(crate) fn install(worker: usize) {
         ],
         latency: metrics::histogram!(DELIVERY_LATENCY.name, "worker" => w.clone()),
         destinations: HashMap::new(),
+        other: destination(&w, OTHER),
         worker: w,
     };
     HANDLES.with(|h| *h.borrow_mut() = Some(handles));
+}
+
+/// The per-class counters of one destination.
+fn destination(worker: &str, domain: &str) -> [Counter; 3] {
+    [Class::Success, Class::Temporary, Class::Permanent].map(|c| {
+        metrics::counter!(DESTINATION_ATTEMPTS.name,
+            "worker" => worker.to_owned(),
+            "domain" => domain.to_owned(),
+            "class" => c.label())
+    })
 }
 
 fn with(f: impl FnOnce(&mut Handles)) {
@@ -136,24 +150,13 @@ pub fn received(bytes: u64) {
 pub fn attempt(domain: &str, class: Class, recipients: u64) {
     with(|h| {
         h.attempts[class.index()].increment(recipients);
-        let key = (domain.to_owned(), class);
-        let counter = match h.destinations.get(&key) {
-            Some(c) => c,
-            None => {
-                let domains = h.destinations.keys().filter(|(_, c)| *c == class).count();
-                let label = if domains < MAX_DESTINATIONS {
-                    domain.to_ascii_lowercase()
-                } else {
-                    OTHER.to_owned()
-                };
-                let c = metrics::counter!(DESTINATION_ATTEMPTS.name,
-                    "worker" => h.worker.clone(),
-                    "domain" => label,
-                    "class" => class.label());
-                h.destinations.entry(key).or_insert(c)
-            }
-        };
-        counter.increment(recipients);
+        // A lookup by &str: no allocation but for a destination's first.
+        if !h.destinations.contains_key(domain) && h.destinations.len() < MAX_DESTINATIONS {
+            let counters = destination(&h.worker, domain);
+            h.destinations.insert(domain.to_owned(), counters);
+        }
+        let counters = h.destinations.get(domain).unwrap_or(&h.other);
+        counters[class.index()].increment(recipients);
     });
 }
 
@@ -208,8 +211,15 @@ pub fn broker_blocked(blocked: bool) {
 
 /// A publish round of `messages` took `seconds` to its last confirm.
 pub fn broker_round(messages: usize, seconds: f64) {
-    metrics::histogram!(BROKER_ROUND.name).record(messages as f64);
-    metrics::histogram!(BROKER_CONFIRM.name).record(seconds);
+    static HANDLES: std::sync::OnceLock<(Histogram, Histogram)> = std::sync::OnceLock::new();
+    let (round, confirm) = HANDLES.get_or_init(|| {
+        (
+            metrics::histogram!(BROKER_ROUND.name),
+            metrics::histogram!(BROKER_CONFIRM.name),
+        )
+    });
+    round.record(messages as f64);
+    confirm.record(seconds);
 }
 
 /// The process's open SMTP sessions, now.
