@@ -422,7 +422,7 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_interval_costs_only_memory() {
+    fn an_idle_interval_without_memory_costs_nothing() {
         let e = model().estimate(&Interval {
             wall: Duration::from_secs(1),
             process_cpu: Duration::ZERO,

@@ -71,6 +71,10 @@ pub fn reporter(model: Model, unit: Unit, mut ledger: Option<Ledger>) -> Reporte
             Unit::Delivered => r.charged.messages[2],
         };
         carry.cpu_seconds += r.charged.sum().as_secs_f64();
+        if r.last {
+            // Stopping: what the accountant still carries goes out too.
+            carry.cpu_seconds += r.carried.as_secs_f64();
+        }
         carry.joules += est.joules;
         carry.grams += est.grams;
         if n == 0 {
