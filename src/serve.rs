@@ -363,7 +363,13 @@ fn start_metrics(settings: &Settings, role: Role) -> anyhow::Result<()> {
         }
     }
     accountant.add_reporter(verdant_metrics::export::cpu_reporter());
-    let model = settings.footprint.model(verdant_metrics::cpu::host_cpus());
+    let mut model = settings.footprint.model(verdant_metrics::cpu::host_cpus());
+    let on_broker = role != Role::Both || settings.queue.backend == QueueBackend::Amqp;
+    if settings.footprint.count_broker && on_broker {
+        // RabbitMQ runs in the Erlang VM, beam.smp.
+        accountant.count_process("beam.smp");
+        model.broker_counted = true;
+    }
     // The functional unit: a message accepted, or, where none are, one
     // delivered.
     let unit = match role {

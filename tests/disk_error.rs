@@ -21,7 +21,7 @@ fn a_failed_spool_write_is_answered_451_and_the_server_recovers() {
         let conf = dir.path().join("verdant.toml");
         std::fs::write(
             &conf,
-            "[delivery]\nenabled = false\n[metrics]\nlisten = \"\"\n",
+            "[delivery]\nenabled = false\n[metrics]\nlisten = \"\"\n[footprint]\nledger = \"\"\n",
         )
         .unwrap();
         let mut cmd = Command::new(common::BIN);

@@ -129,6 +129,34 @@ struct Shared {
     reporters: Vec<Reporter>,
     totals: Totals,
     state: State,
+    external: Option<External>,
+}
+
+/// Another process whose CPU time is counted as queue work.
+struct External {
+    comm: String,
+    pid: Option<u32>,
+    last: Duration,
+}
+
+impl External {
+    /// The CPU time it used since the last call (none the first time, or
+    /// after it restarted).
+    fn used(&mut self) -> Duration {
+        if let Some(pid) = self.pid
+            && let Ok(now) = cpu::proc_stat(pid)
+        {
+            let d = now.saturating_sub(self.last);
+            self.last = now;
+            return d;
+        }
+        self.pid = cpu::find_process(&self.comm);
+        self.last = self
+            .pid
+            .and_then(|p| cpu::proc_stat(p).ok())
+            .unwrap_or_default();
+        Duration::ZERO
+    }
 }
 
 /// What one report carries to the next.
@@ -227,6 +255,19 @@ impl Accountant {
     /// `stage` (the broker thread: queue; the DNS thread: deliver).
     pub fn register_thread(&self, stage: Stage) {
         self.register(None, stage, None);
+    }
+
+    /// Counts, from now on, the CPU time of another process on this host,
+    /// the one whose command is `comm` (RabbitMQ's `beam.smp`), as this
+    /// process's queue work: so that the footprint of messages that go
+    /// through a local broker includes the broker's. Found again if it
+    /// restarts. Only one process per broker host should count it.
+    pub fn count_process(&self, comm: &str) {
+        self.shared.lock().expect("accountant").external = Some(External {
+            comm: comm.to_owned(),
+            pid: None,
+            last: Duration::ZERO,
+        });
     }
 
     fn register(
@@ -341,8 +382,13 @@ fn report(s: &mut Shared, last: bool) {
     st.others.retain(|tid, _| seen.contains(tid));
     st.first_scan = false;
     let process = cpu::process_now();
-    let process_cpu = process.saturating_sub(st.last_process);
+    let mut process_cpu = process.saturating_sub(st.last_process);
     st.last_process = process;
+    if let Some(ext) = &mut s.external {
+        let used = ext.used();
+        weight[Stage::Queue as usize] += ns(used);
+        process_cpu += used;
+    }
     // A stage given back more than it got in this interval (its tail of
     // the last one was sampled into another) weighs nothing.
     let weight = weight.map(|w| Duration::from_nanos(u64::try_from(w.max(0)).unwrap_or(u64::MAX)));
@@ -446,6 +492,25 @@ mod tests {
             deliver > (receive + deliver) * 8 / 10,
             "deliver {deliver:?}, receive {receive:?}"
         );
+    }
+
+    /// Another process's CPU is read from /proc (here: this very test
+    /// process, found by its command name).
+    #[test]
+    fn another_process_is_found_and_its_cpu_counted() {
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        let mut ext = External {
+            comm: comm.trim().to_owned(),
+            pid: None,
+            last: Duration::ZERO,
+        };
+        assert_eq!(ext.used(), Duration::ZERO, "the first look only finds it");
+        assert!(ext.pid.is_some());
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(120) {
+            std::hint::spin_loop();
+        }
+        assert!(ext.used() >= Duration::from_millis(50));
     }
 
     #[test]

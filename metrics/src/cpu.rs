@@ -99,6 +99,19 @@ pub fn tasks_with_ids() -> Vec<(i32, String, Duration)> {
         .collect()
 }
 
+/// The process whose command name (`/proc/PID/comm`) is `comm`, if one
+/// runs (the lowest pid of those).
+pub fn find_process(comm: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .min()
+}
+
 /// The machine's CPUs, as `/proc/stat` counts them (the scope of its busy
 /// time, whatever this process's affinity or cgroup quota).
 pub fn host_cpus() -> u32 {
@@ -171,6 +184,9 @@ mod tests {
         assert_eq!(busy_of("cpu0 1 2 3 4 5 6 7 8"), None);
         assert!(host_busy().is_some());
         assert!(rss_bytes() > 0);
+        let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+        assert!(find_process(me.trim()).is_some());
+        assert_eq!(find_process("no such command, surely"), None);
     }
 
     #[test]

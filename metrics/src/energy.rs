@@ -168,6 +168,8 @@ pub struct Model {
     /// The machine's embodied emissions in grams CO2e (`TE`); `None`:
     /// embodied emissions not counted.
     pub embodied_g: Option<f64>,
+    /// The local broker's CPU time is counted in (as queue work).
+    pub broker_counted: bool,
 }
 
 /// How an interval's energy was arrived at.
@@ -268,8 +270,13 @@ impl Model {
             ),
             None => "no embodied emissions".into(),
         };
+        let broker = if self.broker_counted {
+            ", the local broker's CPU counted"
+        } else {
+            ""
+        };
         format!(
-            "energy: {method}, {} vCPUs, shared by CPU time, memory {MEMORY_WATTS_PER_GB} W/GB; \
+            "energy: {method}, {} vCPUs, shared by CPU time{broker}, memory {MEMORY_WATTS_PER_GB} W/GB; \
              carbon: PUE {}, grid {} gCO2e/kWh, {embodied}",
             self.vcpus, self.pue, self.grid_g_per_kwh
         )
@@ -368,6 +375,7 @@ mod tests {
             pue: 1.0,
             grid_g_per_kwh: 1000.0,
             embodied_g: None,
+            broker_counted: false,
         }
     }
 

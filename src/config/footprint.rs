@@ -44,6 +44,9 @@ pub struct RawFootprint {
     /// The footprint ledger's path; "" for none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ledger: Option<Spanned<String>>,
+    /// On the broker: count the local RabbitMQ's CPU time in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count_broker: Option<Spanned<bool>>,
 }
 
 /// `[footprint]`, validated.
@@ -59,6 +62,9 @@ pub struct FootprintSettings {
     pub embodied_kgco2e: f64,
     /// `None`: no ledger.
     pub ledger: Option<PathBuf>,
+    /// Count the CPU time of the RabbitMQ on this host (`beam.smp`) as
+    /// this process's queue work (processes on the broker only).
+    pub count_broker: bool,
 }
 
 impl Ctx<'_> {
@@ -104,7 +110,9 @@ impl Ctx<'_> {
             0.0,
         )?;
         let (ledger, _) = split(f.ledger, defaults::LEDGER.to_owned());
+        let (count_broker, _) = split(f.count_broker, false);
         Ok(FootprintSettings {
+            count_broker,
             cpu,
             pue,
             grid_intensity,
@@ -123,6 +131,7 @@ impl FootprintSettings {
             pue: self.pue,
             grid_g_per_kwh: self.grid_intensity,
             embodied_g: (self.embodied_kgco2e > 0.0).then_some(self.embodied_kgco2e * 1000.0),
+            broker_counted: false,
         }
     }
 
@@ -141,6 +150,7 @@ impl FootprintSettings {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default()),
+            count_broker: v(self.count_broker),
         }
     }
 }

@@ -67,7 +67,7 @@ impl Queues {
             .map(|t| format!("\"{}ms\"", t.as_millis()))
             .collect();
         format!(
-            "[metrics]\nlisten = \"\"\n[amqp]\nurl = \"{}\"\nprefix = \"{}\"\ntiers = [{}]\n{extra}\n",
+            "[metrics]\nlisten = \"\"\n[footprint]\nledger = \"\"\n[amqp]\nurl = \"{}\"\nprefix = \"{}\"\ntiers = [{}]\n{extra}\n",
             url(),
             self.prefix(),
             tiers.join(", ")

@@ -94,6 +94,10 @@ impl Server {
             "\n[metrics]\nlisten = \"{}\"\n",
             o.metrics.map(|a| a.to_string()).unwrap_or_default()
         ));
+        // No ledger in the working directory, unless a test asks for one.
+        if !text.contains("[footprint]") {
+            text.push_str("\n[footprint]\nledger = \"\"\n");
+        }
         std::fs::write(&conf, text).unwrap();
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
