@@ -340,7 +340,10 @@ async fn tick(worker: usize, engine: Option<Rc<Engine>>, limiter: Arc<ConnLimite
         verdant_metrics::domains::flush();
         if let Some(engine) = &engine {
             let (inflight, waiting) = engine.load();
-            queue.set(inflight, waiting);
+            let age = engine.oldest().map_or(0.0, |t| {
+                verdant_queue::now_micros().saturating_sub(t) as f64 / 1e6
+            });
+            queue.set(inflight, waiting, age);
         }
         if worker == 0 {
             verdant_metrics::ops::sessions_open(limiter.open());

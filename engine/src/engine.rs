@@ -176,6 +176,21 @@ impl Engine {
         (self.inflight.borrow().len(), self.waiting.borrow().len())
     }
 
+    /// When the oldest message this engine holds (in flight, waiting for
+    /// room or for its next attempt) was received, in microseconds since
+    /// the epoch. A walk over them all: for a once-a-second gauge.
+    pub fn oldest(&self) -> Option<u64> {
+        let inflight = self.inflight.borrow();
+        let waiting = self.waiting.borrow();
+        let backlog = self.backlog.borrow();
+        inflight
+            .values()
+            .map(|f| f.delivery.envelope.received_at)
+            .chain(waiting.values().map(|(_, d)| d.envelope.received_at))
+            .chain(backlog.iter().map(|d| d.envelope.received_at))
+            .min()
+    }
+
     fn defer_until(&self, d: Delivery, until: u64) {
         self.deferred.borrow_mut().push(Reverse((until, d.id)));
         self.waiting.borrow_mut().insert(d.id, (until, d));

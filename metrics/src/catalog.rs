@@ -269,6 +269,17 @@ pub const QUEUE_MESSAGES: Metric = Metric {
            queues instead).",
 };
 
+/// Age of the oldest message held.
+pub const QUEUE_OLDEST: Metric = Metric {
+    name: "verdant_queue_oldest_seconds",
+    kind: Kind::Gauge,
+    unit: Unit::Seconds,
+    labels: &["worker"],
+    help: "Age of the oldest message the delivery engine holds (in flight or waiting); \
+           0 with none. On the broker, messages waiting in its delay queues are not \
+           counted.",
+};
+
 /// Publish rounds on the broker.
 pub const BROKER_ROUND: Metric = Metric {
     name: "verdant_broker_round_messages",
@@ -316,6 +327,7 @@ pub const ALL: &[Metric] = &[
     MESSAGES_FINISHED,
     DELIVERY_LATENCY,
     QUEUE_MESSAGES,
+    QUEUE_OLDEST,
     BROKER_ROUND,
     BROKER_CONFIRM,
     BROKER_CONNECTED,

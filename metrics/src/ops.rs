@@ -16,8 +16,8 @@ use metrics::{Counter, Gauge, Histogram};
 
 use crate::catalog::{
     ATTEMPTS, BROKER_BLOCKED, BROKER_CONFIRM, BROKER_CONNECTED, BROKER_ROUND, DELIVERY_LATENCY,
-    DESTINATION_ATTEMPTS, MESSAGES_FINISHED, MESSAGES_RECEIVED, QUEUE_MESSAGES, RECEIVED_BYTES,
-    SESSIONS, SESSIONS_OPEN,
+    DESTINATION_ATTEMPTS, MESSAGES_FINISHED, MESSAGES_RECEIVED, QUEUE_MESSAGES, QUEUE_OLDEST,
+    RECEIVED_BYTES, SESSIONS, SESSIONS_OPEN,
 };
 
 /// Destination domains one worker labels, at most.
@@ -180,6 +180,7 @@ pub fn finished(outcome: Outcome, latency: Option<f64>) {
 pub struct QueueGauges {
     inflight: Gauge,
     waiting: Gauge,
+    oldest: Gauge,
 }
 
 impl QueueGauges {
@@ -188,14 +189,17 @@ impl QueueGauges {
         let w = worker.to_string();
         QueueGauges {
             inflight: metrics::gauge!(QUEUE_MESSAGES.name, "worker" => w.clone(), "state" => "inflight"),
-            waiting: metrics::gauge!(QUEUE_MESSAGES.name, "worker" => w, "state" => "waiting"),
+            waiting: metrics::gauge!(QUEUE_MESSAGES.name, "worker" => w.clone(), "state" => "waiting"),
+            oldest: metrics::gauge!(QUEUE_OLDEST.name, "worker" => w),
         }
     }
 
-    /// Messages with an attempt under way, and waiting for their next.
-    pub fn set(&self, inflight: usize, waiting: usize) {
+    /// Messages with an attempt under way, waiting for their next, and the
+    /// age of the oldest in seconds.
+    pub fn set(&self, inflight: usize, waiting: usize, oldest: f64) {
         self.inflight.set(inflight as f64);
         self.waiting.set(waiting as f64);
+        self.oldest.set(oldest);
     }
 }
 
