@@ -11,25 +11,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::broker::{Queues, arrived, engine, receiver, skip};
+use common::broker::{Queues, arrived, engine, rabbitmqctl, receiver, skip};
 use common::sink::Sink;
 use common::{Client, Driver, queued_id, wait_until};
-
-fn rabbitmqctl(args: &[&str]) -> String {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("run rabbitmqctl (the broker tests need RabbitMQ on this machine)");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn memory_alarm() -> bool {
     rabbitmqctl(&["eval", "rabbit_alarm:get_alarms()."]).contains("memory")

@@ -10,26 +10,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::broker::{Queues, arrived, engine, receiver, skip};
+use common::broker::{Queues, arrived, engine, rabbitmqctl, receiver, skip};
 use common::sink::Sink;
 use common::{Client, Driver, queued_id, wait_until};
-
-fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("run rabbitmqctl (the broker tests need RabbitMQ on this machine)");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The broker's application, stopped: started again when dropped, so that
 /// a failing test never leaves the machine without its broker.

@@ -2,23 +2,7 @@
 
 mod common;
 
-use std::process::Command;
-
-fn verdant(args: &[&str]) -> (bool, String, String) {
-    // In a directory of its own: the defaults' relative paths (./var/...)
-    // must not land in the repository.
-    let cwd = tempfile::tempdir().unwrap();
-    let out = Command::new(common::BIN)
-        .args(args)
-        .current_dir(cwd.path())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::verdant;
 
 #[test]
 fn config_check_prints_the_effective_defaults() {

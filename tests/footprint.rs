@@ -6,10 +6,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Client, Driver, Opts, Server, wait_until};
+use common::{Client, Driver, Opts, Server, verdant, wait_until};
 
 fn send(server: &Server, from: &str, n: usize) {
     let mut c = Client::connect(server.addr);
@@ -53,19 +52,18 @@ fn run_and_stop(dir: &Path, ledger: &Path, batches: &[(&str, usize)]) {
 }
 
 fn footprint(ledger: &Path, extra: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .arg("footprint")
-        .arg("--ledger")
-        .arg(ledger)
-        .args(["--from", "2000-01-01", "--to", "2100-01-01"])
-        .args(extra)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let ledger = ledger.to_str().unwrap();
+    let mut args = vec![
+        "footprint",
+        "--ledger",
+        ledger,
+        "--from",
+        "2000-01-01",
+        "--to",
+        "2100-01-01",
+    ];
+    args.extend_from_slice(extra);
+    verdant(&args)
 }
 
 #[test]
@@ -129,15 +127,10 @@ fn bad_periods_and_missing_ledgers_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("none.jsonl");
     let out = |args: &[&str]| {
-        let o = Command::new(BIN)
-            .arg("footprint")
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
+        let mut all = vec!["footprint"];
+        all.extend_from_slice(args);
+        let (ok, _, err) = verdant(&all);
+        (ok, err)
     };
     let l = ledger.to_str().unwrap();
     let (ok, err) = out(&["--ledger", l, "--from", "2026-12-31", "--to", "2026-12-01"]);

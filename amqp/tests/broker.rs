@@ -3,7 +3,6 @@
 //! prefixed topology and deletes it at the end, also when it fails.
 //! Skipped only with `VERDANT_SKIP_BROKER_TESTS=1`, loudly; CI never sets it.
 
-use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use verdant_amqp::{Broker, Consumer, Outgoing, PublishError, Publisher, QueueKind, Topology};
@@ -11,23 +10,7 @@ use verdant_amqp::{Broker, Consumer, Outgoing, PublishError, Publisher, QueueKin
 /// How long a test publish may wait for its confirms.
 const CONFIRM: Duration = Duration::from_secs(10);
 use verdant_queue::{Envelope, QueueId, Record, codec};
-
-fn url() -> String {
-    std::env::var("VERDANT_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".into())
-}
-
-/// True (after a loud line on the real stderr, past the test harness's
-/// capture) when broker tests are to be skipped.
-fn skip(test: &str) -> bool {
-    if std::env::var("VERDANT_SKIP_BROKER_TESTS").as_deref() == Ok("1") {
-        let _ = writeln!(
-            std::io::stderr(),
-            "!!!!!!!! SKIPPED broker test {test}: VERDANT_SKIP_BROKER_TESTS=1 — NOT TESTED AGAINST RABBITMQ !!!!!!!!"
-        );
-        return true;
-    }
-    false
-}
+use verdant_testkit::broker::{skip, url};
 
 fn topology(test: &str, tiers: Vec<Duration>) -> Topology {
     let nanos = SystemTime::now()

@@ -10,8 +10,11 @@
 //!   ([`DnsServer`], zones built with [`Zones`], with query counting) and a
 //!   DNS server that never answers ([`SilentDns`]).
 //! - [`rng`]: a seeded generator for repeatable randomized tests.
+//! - [`broker`]: the RabbitMQ of the broker tests (its URL, the loud skip,
+//!   `rabbitmqctl`).
 #![warn(missing_docs)]
 
+pub mod broker;
 pub mod dns;
 pub mod rng;
 

@@ -5,7 +5,6 @@
 //! `VERDANT_SKIP_BROKER_TESTS=1`, loudly; CI never sets it.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -15,22 +14,9 @@ use verdant_amqp::{Broker, QueueKind, Topology};
 
 use super::{BIN, Driver, Server, free_addr};
 
-pub fn url() -> String {
-    std::env::var("VERDANT_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".into())
-}
-
-/// True (after a loud line on the real stderr, past the test harness's
-/// capture) when broker tests are to be skipped.
-pub fn skip(test: &str) -> bool {
-    if std::env::var("VERDANT_SKIP_BROKER_TESTS").as_deref() == Ok("1") {
-        let _ = writeln!(
-            std::io::stderr(),
-            "!!!!!!!! SKIPPED broker test {test}: VERDANT_SKIP_BROKER_TESTS=1 — NOT TESTED AGAINST RABBITMQ !!!!!!!!"
-        );
-        return true;
-    }
-    false
-}
+// Each test file uses a different part.
+#[allow(unused_imports)]
+pub use verdant_testkit::broker::{rabbitmqctl, skip, url};
 
 /// A test's own queues on the broker, deleted when dropped (also when the
 /// test panics).
@@ -78,23 +64,24 @@ impl Queues {
     /// queue of the topology, from `rabbitmqctl` (AMQP cannot see the
     /// unacknowledged ones).
     pub fn counts(&self) -> BTreeMap<String, (u64, u64)> {
-        let out = Command::new("rabbitmqctl")
-            .args(["list_queues", "-q", "--no-table-headers"])
-            .args(["name", "messages_ready", "messages_unacknowledged"])
-            .output()
-            .expect("run rabbitmqctl");
-        assert!(out.status.success(), "rabbitmqctl list_queues failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                let name = f.next()?;
-                let ready = f.next()?.parse().ok()?;
-                let unacked = f.next()?.parse().ok()?;
-                name.starts_with(&format!("{}.", self.prefix()))
-                    .then(|| (name.to_string(), (ready, unacked)))
-            })
-            .collect()
+        rabbitmqctl(&[
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+        ])
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let name = f.next()?;
+            let ready = f.next()?.parse().ok()?;
+            let unacked = f.next()?.parse().ok()?;
+            name.starts_with(&format!("{}.", self.prefix()))
+                .then(|| (name.to_string(), (ready, unacked)))
+        })
+        .collect()
     }
 
     /// Waits (at most `limit`) until every queue is empty and every

@@ -287,6 +287,23 @@ impl Client {
     }
 }
 
+/// Runs `verdant ARGS` to its end, in a directory of its own (the
+/// defaults' relative paths, ./var/..., must not land in the repository):
+/// whether it succeeded, its standard output and its standard error.
+pub fn verdant(args: &[&str]) -> (bool, String, String) {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The queue id in a `250 2.0.0 Ok: queued as ID` reply.
 pub fn queued_id(reply: &str) -> Option<String> {
     reply
