@@ -185,6 +185,17 @@ fn parse_metrics_listen(s: &str) -> Result<MetricsListen, String> {
     }
 }
 
+/// The overrides every process on the broker takes: where the broker is,
+/// its queues' prefix, the metrics endpoint.
+fn broker_and_metrics(amqp: AmqpArgs, metrics: MetricsArgs) -> config::Overrides {
+    config::Overrides {
+        amqp_url: amqp.amqp_url,
+        amqp_prefix: amqp.amqp_prefix,
+        metrics_listen: metrics.metrics_listen.map(|m| m.0),
+        ..Default::default()
+    }
+}
+
 fn parse_route(s: &str) -> Result<(String, SocketAddr), String> {
     let (domain, addr) = s.split_once('=').ok_or("expected DOMAIN=HOST:PORT")?;
     let addr = addr.parse().map_err(|e| format!("{addr:?}: {e}"))?;
@@ -270,10 +281,7 @@ fn main() {
                 routes: args.delivery.route,
                 nameservers: args.delivery.dns,
                 queue: args.queue,
-                amqp_url: args.amqp.amqp_url,
-                amqp_prefix: args.amqp.amqp_prefix,
-                metrics_listen: args.metrics.metrics_listen.map(|m| m.0),
-                ..Default::default()
+                ..broker_and_metrics(args.amqp, args.metrics)
             })
             .and_then(|s| serve::run(s, serve::Role::Both)),
         Command::Receiver(args) => args
@@ -282,10 +290,7 @@ fn main() {
                 listen: args.listen,
                 workers: args.workers,
                 queue: Some(config::QueueBackend::Amqp),
-                amqp_url: args.amqp.amqp_url,
-                amqp_prefix: args.amqp.amqp_prefix,
-                metrics_listen: args.metrics.metrics_listen.map(|m| m.0),
-                ..Default::default()
+                ..broker_and_metrics(args.amqp, args.metrics)
             })
             .and_then(|s| serve::run(s, serve::Role::Receiver)),
         Command::Engine(args) => args
@@ -295,10 +300,7 @@ fn main() {
                 routes: args.delivery.route,
                 nameservers: args.delivery.dns,
                 queue: Some(config::QueueBackend::Amqp),
-                amqp_url: args.amqp.amqp_url,
-                amqp_prefix: args.amqp.amqp_prefix,
-                metrics_listen: args.metrics.metrics_listen.map(|m| m.0),
-                ..Default::default()
+                ..broker_and_metrics(args.amqp, args.metrics)
             })
             .and_then(|s| serve::run(s, serve::Role::Engine)),
         Command::Config(ConfigCommand::Check(args)) => args
